@@ -1,0 +1,5 @@
+import sys
+
+from fmr.cli import main
+
+sys.exit(main())

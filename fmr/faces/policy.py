@@ -1,0 +1,49 @@
+"""Which face to use when a photo shows several."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fmr.errors import FaceError
+from fmr.faces.detect import Face, detect_faces
+
+MULTI_FACE_POLICIES = ("largest", "center", "require-one")
+
+
+def select_face(
+    faces: list[Face], image_shape: tuple[int, ...], policy: str = "largest", name: str = "image"
+) -> Face:
+    """Pick one face by `policy`.
+
+    largest: the face with the biggest box (the default). center: the face whose box centre is
+    nearest the image centre. require-one: the only face, or an error when there are several.
+    Raises `FaceError` naming `name` when there is no face or the policy refuses the photo.
+    """
+    if policy not in MULTI_FACE_POLICIES:
+        raise FaceError(
+            f"unknown multi-face policy {policy!r}; choose one of {', '.join(MULTI_FACE_POLICIES)}"
+        )
+    if not faces:
+        raise FaceError(
+            f"{name}: no face found; use a photo where the face is visible and at least "
+            "20 pixels wide (or pass --aligned for 112x112 aligned crops)"
+        )
+    if policy == "largest":
+        return max(faces, key=lambda f: f.area)
+    if policy == "center":
+        cy, cx = image_shape[0] / 2, image_shape[1] / 2
+        return min(faces, key=lambda f: (f.center[0] - cx) ** 2 + (f.center[1] - cy) ** 2)
+    if len(faces) > 1:
+        raise FaceError(
+            f"{name}: {len(faces)} faces found but exactly one is required; crop the photo, "
+            "or choose the face with --multi-face largest or center"
+        )
+    return faces[0]
+
+
+def find_face(
+    image: np.ndarray, policy: str = "largest", name: str = "image", min_face_size: int = 20
+) -> Face:
+    """Detect the faces in `image` and return the one `policy` selects (see `select_face`)."""
+    faces = detect_faces(image, min_face_size=min_face_size)
+    return select_face(faces, image.shape, policy, name)
