@@ -1,0 +1,1 @@
+"""Datasets: LFW pairs, the shared-data splits, image-folder and RecordIO readers, packs."""
