@@ -115,7 +115,9 @@ def collect_inputs(
                 seen.add(file)
                 relative = PurePosixPath(*Path(dirpath, filename).relative_to(resolved).parts)
                 items.append(
-                    BatchInput(file, os.path.join(given, *relative.parts), PurePosixPath(top) / relative)
+                    BatchInput(
+                        file, os.path.join(given, *relative.parts), PurePosixPath(top) / relative
+                    )
                 )
     return items
 
@@ -213,8 +215,12 @@ def run_batch(
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         bar = tqdm(
-            total=len(items), desc=f"fmr {command}", unit="img", disable=not progress,
-            file=sys.stderr, dynamic_ncols=True,
+            total=len(items),
+            desc=f"fmr {command}",
+            unit="img",
+            disable=not progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
         )
         for item, result in zip(items, _results(items, process, workers, initializer), strict=True):
             row = {

@@ -17,21 +17,31 @@ example:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="photos or folders of photos")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for crops and manifest.csv")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="folder for crops and manifest.csv"
+    )
     parser.add_argument("--size", type=int, default=112, help="crop size in pixels (default 112)")
     parser.add_argument(
-        "--multi-face", choices=("largest", "center", "require-one"), default="largest",
+        "--multi-face",
+        choices=("largest", "center", "require-one"),
+        default="largest",
         help="which face to keep when a photo shows several (default: largest)",
     )
     parser.add_argument(
-        "--aligned", action="store_true",
+        "--aligned",
+        action="store_true",
         help="inputs are aligned crops already: skip detection, only resize to --size",
     )
     parser.add_argument(
-        "--min-face", type=int, default=20, metavar="PX",
+        "--min-face",
+        type=int,
+        default=20,
+        metavar="PX",
         help="smallest face to look for, in pixels (default 20; larger is faster)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="parallel worker processes (default 1)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -61,7 +71,12 @@ def run(args: argparse.Namespace) -> int:
         return ItemResult("ok", output=item.relative_output.as_posix(), extra=extra)
 
     run_batch(
-        items, align_one, args.out, command="align", workers=args.workers,
-        extra_columns=("detector", "score", "box"), progress=not args.quiet,
+        items,
+        align_one,
+        args.out,
+        command="align",
+        workers=args.workers,
+        extra_columns=("detector", "score", "box"),
+        progress=not args.quiet,
     )
     return 0

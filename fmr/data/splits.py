@@ -75,9 +75,7 @@ def validation_pairs(
 ) -> list[tuple[Path, Path, bool]]:
     """All same-person pairs of `identities`, plus as many different-person pairs (seeded)."""
     genuine = [
-        (a, b, True)
-        for images in identities.values()
-        for a, b in itertools.combinations(images, 2)
+        (a, b, True) for images in identities.values() for a, b in itertools.combinations(images, 2)
     ]
     rng = random.Random(seed + 1)
     names = sorted(identities)

@@ -19,7 +19,7 @@ CROP_PAD_FRACTION = 0.3
 DETECT_MAX_SIDE = 1280
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare boxes explicitly
 class Face:
     """One detected face, in the pixel coordinates of the image it was found in.
 

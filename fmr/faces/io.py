@@ -45,7 +45,9 @@ def _read_bytes(source: ImageSource, label: str) -> bytes:
         if hasattr(source, "seek"):
             source.seek(0)
         return source.read()
-    raise FaceError(f"{label}: expected a file path, bytes or an open file, got {type(source).__name__}")
+    raise FaceError(
+        f"{label}: expected a file path, bytes or an open file, got {type(source).__name__}"
+    )
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

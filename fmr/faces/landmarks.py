@@ -25,12 +25,15 @@ def dlib_model_path(filename: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shape_predictor(points: int = 68):
     """dlib's 68-point (or 5-point) shape predictor, loaded once per process."""
     import dlib
 
-    filename = {68: "shape_predictor_68_face_landmarks.dat", 5: "shape_predictor_5_face_landmarks.dat"}
+    filename = {
+        68: "shape_predictor_68_face_landmarks.dat",
+        5: "shape_predictor_5_face_landmarks.dat",
+    }
     return dlib.shape_predictor(str(dlib_model_path(filename[points])))
 
 
