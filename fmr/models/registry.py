@@ -1,0 +1,45 @@
+"""Model registry (timm style): a model file decorates its constructors with `@register_model`,
+and `create_model(name, **kwargs)` builds one by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+_MODEL_CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(constructor: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Registers `constructor` under its function name (e.g. `iresnet50`)."""
+    name = constructor.__name__
+    if name in _MODEL_CONSTRUCTORS:
+        raise ValueError(f"model {name!r} is registered twice")
+    _MODEL_CONSTRUCTORS[name] = constructor
+    return constructor
+
+
+def list_models() -> list[str]:
+    """Registered architecture names, IResNets first, by depth within a family."""
+
+    def order(name: str) -> tuple[str, int]:
+        family = name.rstrip("0123456789")
+        return family, int(name[len(family):] or 0)
+
+    return sorted(_MODEL_CONSTRUCTORS, key=order)
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Builds the registered model `name` (e.g. "iresnet50", "ressanet50").
+
+    kwargs: embedding_size (default 512), dropout (default 0.0; before the fc layer),
+    input_size (default 112; other sizes only for quick tests: checkpoints, the app and the
+    export all use 112).
+    """
+    try:
+        constructor = _MODEL_CONSTRUCTORS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {name!r}; registered models: {', '.join(list_models())}"
+        ) from None
+    return constructor(**kwargs)
