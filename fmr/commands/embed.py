@@ -1,0 +1,164 @@
+"""`fmr embed`: face embeddings of photos and folders into one .npz file."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "write face embeddings of photos and folders to an .npz file"
+DESCRIPTION = """\
+Detect the face in each photo (or take aligned 112x112 crops as they are with --aligned),
+embed it (flip-averaged, L2-normalised) and write FILE.npz with:
+  paths       (N,) each file as given on the command line; files found in a folder as that
+              folder's path joined with their path inside it
+  embeddings  (N, D) float32, unit norm; all zeros where the image failed
+  ok          (N,) bool
+  reason      (N,) why an image failed ('' when ok)
+  backbone, checkpoint: which model made them
+Folders are searched recursively. A failed image does not stop the run; the command exits 0
+when the batch ran and prints how many failed.
+
+--backbone names a model family: iresnet, ressanet (the shipped checkpoints, or the newest
+trained ones) or dlib (the reference; photos only, not aligned crops); --checkpoint FILE uses
+any checkpoint instead.
+
+example:
+  fmr embed photos/ extra.jpg --backbone iresnet --out embeddings.npz
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="photos or folders of photos")
+    parser.add_argument("--out", required=True, metavar="FILE.npz", help="output file")
+    parser.add_argument(
+        "--backbone",
+        default="iresnet",
+        choices=("iresnet", "ressanet", "dlib"),
+        help="model family (default iresnet)",
+    )
+    parser.add_argument(
+        "--checkpoint", metavar="FILE", help="use this checkpoint instead of --backbone"
+    )
+    parser.add_argument(
+        "--aligned",
+        action="store_true",
+        help="inputs are aligned crops (ArcFace template): no detection, only resized",
+    )
+    parser.add_argument(
+        "--multi-face",
+        choices=("largest", "center", "require-one"),
+        default="largest",
+        help="which face to use when a photo shows several (default largest)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="parallel worker processes (default 1)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _embed_aligned(items, embedder, progress: bool):
+    import sys
+
+    import numpy as np
+    from tqdm import tqdm
+
+    from fmr.errors import FmrError
+    from fmr.faces.io import load_image
+
+    size = embedder.embedding_size
+    embeddings = np.zeros((len(items), size), np.float32)
+    ok = np.zeros(len(items), dtype=bool)
+    reasons = [""] * len(items)
+    batch: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if batch:
+            vectors = embedder.embed_aligned(np.stack([crop for _, crop in batch]))
+            for (index, _), vector in zip(batch, vectors, strict=True):
+                embeddings[index], ok[index] = vector, True
+            batch.clear()
+
+    import cv2
+
+    for index, item in enumerate(
+        tqdm(
+            items,
+            desc="fmr embed",
+            unit="img",
+            disable=not progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+    ):
+        try:
+            crop = load_image(item.path, name=item.given)
+        except FmrError as exc:
+            reasons[index] = str(exc)
+            continue
+        side = getattr(embedder, "input_size", 112)
+        if crop.shape[:2] != (side, side):
+            crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
+        batch.append((index, crop))
+        if len(batch) == 64:
+            flush()
+    flush()
+    return embeddings, ok, reasons
+
+
+def run(args: argparse.Namespace) -> int:
+    import contextlib
+    import os
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from fmr.batch import collect_inputs
+    from fmr.eval.protocols import Condition, embed_images
+    from fmr.verify import load_backbone
+
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        out = out.with_name(out.name + ".npz")
+    items = collect_inputs(args.paths)
+    spec = args.checkpoint or args.backbone
+    embedder = load_backbone(spec)
+    with contextlib.redirect_stdout(sys.stderr):
+        if args.aligned:
+            # dlib refuses aligned crops with a FaceError: a usage error, before any work.
+            if embedder.family == "dlib":
+                embedder.embed_aligned(np.zeros((0, 112, 112, 3), np.uint8))
+            embeddings, ok, reasons = _embed_aligned(items, embedder, not args.quiet)
+        else:
+            source = "dlib" if embedder.family == "dlib" else str(embedder.path)
+            table = embed_images(
+                [item.path for item in items],
+                [source],
+                Condition(),
+                policy=args.multi_face,
+                workers=args.workers,
+                progress=not args.quiet,
+                desc="fmr embed",
+                names=[item.given for item in items],
+            )[source]
+            embeddings, ok, reasons = table.embeddings, table.ok, table.reasons
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(out.stem + ".tmp.npz")
+    np.savez(
+        temporary,
+        paths=np.array([item.given for item in items], dtype=str),
+        embeddings=np.asarray(embeddings, dtype=np.float32).reshape(
+            len(items), embedder.embedding_size
+        ),
+        ok=np.asarray(ok, dtype=bool),
+        reason=np.array(reasons, dtype=str),
+        backbone=np.array(embedder.family),
+        checkpoint=np.array(str(embedder.path)),
+    )
+    os.replace(temporary, out)
+    failed = int((~np.asarray(ok)).sum())
+    print(
+        f"fmr embed: {len(items) - failed} ok, {failed} failed, {len(items)} inputs; "
+        f"{embedder.name} ({embedder.embedding_size}-d) embeddings in {out}",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,259 @@
+"""`fmr eval`: verification accuracy, TAR at FAR, EER and charts on a pairs protocol;
+`--calibrate` sets thresholds on the validation split and stores them in the model card."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "evaluate backbones on LFW pairs (unmasked or masked) and calibrate thresholds"
+DESCRIPTION = """\
+Embeds every image of the pairs once per backbone and condition (cached under --out/cache, so
+a re-run or another condition reuses them), then writes into --out/<condition>/:
+  metrics.json  10-fold accuracy (LFW protocol: each fold's threshold chosen on the other
+                folds, mean +- std), TAR at FAR 1e-1..1e-4 with thresholds, ROC, EER, score
+                and angle distributions (degrees), and how the calibrated threshold does
+  report.html   interactive plotly charts (offline)
+  roc.png, scores.png, angles.png
+The listed pairs give the accuracy; TAR at FAR, ROC and EER use ALL pairs of the evaluation
+images (millions of different-person pairs: the 1,500 listed ones cannot measure FAR 1e-3).
+With one side masked, every masked image (probe) is compared with every other unmasked image
+(gallery), as in the masked face recognition challenge.
+
+By default this runs the LFW View-2 pairs of folds 6-10 of the shared data, the project's
+evaluation set. Its people are never used for training, tuning or calibration.
+
+--calibrate first measures genuine and impostor scores on the validation split (training-side
+identities: fmr.data.splits.shared_split), sets the threshold for --target-far and stores the
+calibration in each checkpoint's model card (checkpoints/dlib_reference.json for dlib);
+--calibrate-only stops there.
+
+examples:
+  fmr eval --backbone dlib --out runs/eval-dlib
+  fmr eval --backbone dlib --mask-second surgical --mask-renderer warp --out runs/eval-dlib
+  fmr eval --checkpoint runs/iresnet18-x/best.safetensors --calibrate --out runs/eval-r18
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pairs", metavar="FILE", help="pairs file (default: the shared data's lfw/pairs.txt)"
+    )
+    parser.add_argument(
+        "--root", metavar="DIR", help="images folder (default: images/ beside the pairs file)"
+    )
+    parser.add_argument(
+        "--protocol", default="lfw", choices=("lfw",), help="pairs protocol (default lfw)"
+    )
+    parser.add_argument(
+        "--folds",
+        default="6-10",
+        help="folds to evaluate: a range (6-10, the evaluation folds; the default), a list, or all",
+    )
+    parser.add_argument(
+        "--backbone",
+        default="all",
+        choices=("iresnet", "ressanet", "dlib", "all"),
+        help="model family (default: all available)",
+    )
+    parser.add_argument(
+        "--checkpoint", metavar="FILE", help="evaluate this checkpoint instead of --backbone"
+    )
+    parser.add_argument(
+        "--mask-second", metavar="STYLE", help="mask the second photo of each pair (probe)"
+    )
+    parser.add_argument(
+        "--mask-first", metavar="STYLE", help="mask the first photo too (masked-masked)"
+    )
+    parser.add_argument(
+        "--mask-renderer",
+        default="fmr",
+        choices=("fmr", "warp"),
+        help="fmr: the renderer training uses; warp: a homography renderer training never sees",
+    )
+    parser.add_argument(
+        "--mask-seed", type=int, default=0, help="seed of the per-image masks (default 0)"
+    )
+    parser.add_argument(
+        "--multi-face",
+        choices=("largest", "center", "require-one"),
+        default="center",
+        help="which face to use when a photo shows several (default center, as LFW centres it)",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument(
+        "--calibrate", action="store_true", help="calibrate on the validation split first"
+    )
+    parser.add_argument("--calibrate-only", action="store_true", help="calibrate, store, and stop")
+    parser.add_argument(
+        "--target-far",
+        type=float,
+        default=1e-3,
+        help="false accept rate the calibrated threshold is set for (default 1e-3)",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _specs(args) -> tuple[list[str], list[dict]]:
+    """Backbone specs ("dlib" or checkpoint paths) without loading any model."""
+    from fmr.verify.lookup import FAMILIES, find_checkpoint, missing_reason, resolve_checkpoint
+
+    if args.checkpoint:
+        return [str(resolve_checkpoint(args.checkpoint).resolve())], []
+    families = FAMILIES if args.backbone == "all" else (args.backbone,)
+    specs, missing = [], []
+    for family in families:
+        reason = missing_reason(family)
+        if reason is not None:
+            if args.backbone != "all":
+                find_checkpoint(family)  # raises the CheckpointError with the reason
+            missing.append({"backbone": family, "reason": reason})
+        else:
+            specs.append("dlib" if family == "dlib" else str(find_checkpoint(family).resolve()))
+    return specs, missing
+
+
+def _check_style(style: str | None) -> None:
+    if style is None:
+        return
+    from fmr.errors import FmrError
+
+    try:
+        from fmr.masks import MASK_STYLES
+    except ImportError as exc:
+        raise FmrError(
+            "synthetic masks (fmr.masks) are not available in this installation"
+        ) from exc
+    if style != "random" and style not in MASK_STYLES:
+        raise FmrError(
+            f"unknown mask style {style!r}; choose one of {', '.join(MASK_STYLES)} or random"
+        )
+
+
+def _calibrate(args, specs, out) -> None:
+    import sys
+
+    from fmr.eval.calibration import calibrate
+    from fmr.eval.protocols import validation_scores
+    from fmr.settings import data_dir
+    from fmr.verify.embedder import save_calibration
+
+    scores, description = validation_scores(
+        specs, data_dir(), cache_dir=out / "cache", workers=args.workers, progress=not args.quiet
+    )
+    for spec, (genuine, impostor) in scores.items():
+        calibration = calibrate(genuine, impostor, args.target_far, measured_on=description)
+        card = save_calibration(spec, calibration)
+        print(
+            f"fmr eval: calibrated {spec}: threshold {calibration['threshold']:.4f} at FAR "
+            f"{calibration['far']:.2g} (FRR {calibration['frr']:.2%}), inconclusive from "
+            f"{calibration['inconclusive']['low']:.4f}; {calibration['n_genuine']:,} genuine and "
+            f"{calibration['n_impostor']:,} impostor validation pairs; card: {card}",
+            file=sys.stderr,
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    import datetime
+    import sys
+    from pathlib import Path
+
+    from fmr import __version__
+    from fmr.errors import FmrError
+
+    if not 0.0 < args.target_far < 1.0:
+        raise FmrError(
+            f"--target-far {args.target_far}: a false accept rate between 0 and 1, e.g. 1e-3"
+        )
+    _check_style(args.mask_second)
+    _check_style(args.mask_first)
+    out = Path(args.out)
+    specs, missing = _specs(args)
+    if not specs:
+        raise FmrError("no backbone available: " + "; ".join(m["reason"] for m in missing))
+    for m in missing:
+        print(f"fmr eval: skipping {m['backbone']}: {m['reason']}", file=sys.stderr)
+    if args.calibrate or args.calibrate_only:
+        _calibrate(args, specs, out)
+        if args.calibrate_only:
+            return 0
+
+    from fmr.eval.protocols import Condition, embed_images, lfw_pairs, pair_metrics
+    from fmr.eval.report import summary_table, write_report
+    from fmr.settings import data_dir
+    from fmr.verify.embedder import load_backbone
+
+    pairs_file = Path(args.pairs) if args.pairs else data_dir() / "lfw" / "pairs.txt"
+    root = Path(args.root) if args.root else pairs_file.parent / "images"
+    pairs = lfw_pairs(pairs_file, root, args.folds)
+    first = (
+        Condition(args.mask_first, args.mask_renderer, args.mask_seed)
+        if args.mask_first
+        else Condition()
+    )
+    second = (
+        Condition(args.mask_second, args.mask_renderer, args.mask_seed)
+        if args.mask_second
+        else Condition()
+    )
+    common = {
+        "cache_dir": out / "cache",
+        "policy": args.multi_face,
+        "workers": args.workers,
+        "root": root,
+        "progress": not args.quiet,
+    }
+    gallery = embed_images(pairs.images, specs, first, **common)
+    probe = gallery if second == first else embed_images(pairs.images, specs, second, **common)
+
+    parts = [f"first-{first.key}"] if first.style else []
+    parts += [f"second-{second.key}"] if second.style else []
+    condition_name = "_".join(parts) or "unmasked"
+    label = "unmasked" if not parts else f"first photo {first.label}, second photo {second.label}"
+    entries = []
+    for spec in specs:
+        embedder = load_backbone(spec)
+        entry = embedder.describe()
+        entry.update(
+            pair_metrics(
+                pairs,
+                gallery[spec],
+                probe[spec],
+                calibration=embedder.calibration,
+                same_condition=second == first,
+            )
+        )
+        entry["failed_images"] = {
+            "gallery": gallery[spec].failures(pairs.images),
+            "probe": probe[spec].failures(pairs.images) if second != first else [],
+        }
+        entries.append(entry)
+    report = {
+        "fmr_version": __version__,
+        "created": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": "fmr " + " ".join(sys.argv[1:])
+        if sys.argv[0].endswith(("fmr", "__main__.py"))
+        else "",
+        "protocol": {
+            "name": args.protocol,
+            "description": pairs.description,
+            "pairs_file": str(pairs_file),
+            "root": str(root),
+            "folds": sorted(int(f) for f in set(pairs.fold.tolist())),
+            "n_pairs": int(pairs.same.size),
+            "n_images": len(pairs.images),
+            "multi_face": args.multi_face,
+        },
+        "condition": {
+            "name": condition_name,
+            "label": label,
+            "first": first.to_dict(),
+            "second": second.to_dict(),
+        },
+        "missing_backbones": missing,
+        "backbones": entries,
+    }
+    written = write_report(report, out / condition_name)
+    print(summary_table(report))
+    print(f"fmr eval: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return 0

@@ -1,0 +1,73 @@
+"""Angle statistics in degrees: between pairs, and between embeddings and their class centres.
+
+The ArcFace paper shows how training pulls each embedding towards its class centre (the row of
+the classification head's weight for its identity) and pushes classes apart. Two views:
+
+- `angles_to_centres`: with a trained head, the angle between each embedding and the
+  normalised weight row of its label.
+- `leave_one_out_centre_angles`: without a head (evaluation data), the centre of an identity
+  is estimated by the mean of its OTHER images' embeddings, so an image never counts towards
+  its own centre.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fmr.eval.metrics import cosine_to_degrees, score_histogram
+
+ANGLE_BINS = 90  # 2-degree bins over [0, 180]
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def angles_to_centres(
+    embeddings: np.ndarray, labels: np.ndarray, centres: np.ndarray
+) -> np.ndarray:
+    """Angle in degrees between each embedding (N, D) and the centre of its label.
+
+    centres: (C, D) class centres (e.g. a margin head's weight); labels: (N,) ints in [0, C).
+    Rows with a negative label (no class) get NaN. Returns (N,) float64.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    out = np.full(labels.shape, np.nan)
+    known = labels >= 0
+    if known.any():
+        e = _unit_rows(embeddings)[known]
+        c = _unit_rows(centres)[labels[known]]
+        out[known] = cosine_to_degrees((e * c).sum(axis=1))
+    return out
+
+
+def leave_one_out_centre_angles(
+    probe: np.ndarray, gallery: np.ndarray, identities, min_images: int = 2
+) -> np.ndarray:
+    """Angle in degrees between each probe embedding and its identity's centre, estimated from
+    the gallery embeddings of the identity's other images.
+
+    probe, gallery: (N, D) embeddings of the same N images (the same array for one condition;
+    e.g. masked probes and unmasked gallery otherwise). identities: (N,). Identities with fewer
+    than `min_images` images get NaN (there is no other image to form a centre).
+    """
+    _, codes = np.unique(np.asarray(identities), return_inverse=True)
+    codes = codes.reshape(-1)
+    g = _unit_rows(gallery)
+    sums = np.zeros((codes.max() + 1, g.shape[1])) if codes.size else np.zeros((0, g.shape[1]))
+    np.add.at(sums, codes, g)
+    counts = np.bincount(codes, minlength=sums.shape[0])
+    others = sums[codes] - g
+    angles = cosine_to_degrees((_unit_rows(probe) * _unit_rows(others)).sum(axis=1))
+    angles[counts[codes] < min_images] = np.nan
+    return angles
+
+
+def angle_histogram(angles_deg) -> dict:
+    """Counts of angles in 2-degree bins over [0, 180]: {"edges_deg", "counts"} (NaN dropped)."""
+    angles = np.asarray(angles_deg, dtype=np.float64).reshape(-1)
+    angles = angles[~np.isnan(angles)]
+    counts, edges = score_histogram(angles, ANGLE_BINS, (0.0, 180.0))
+    return {"edges_deg": edges.tolist(), "counts": counts.tolist()}

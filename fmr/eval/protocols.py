@@ -1,0 +1,570 @@
+"""Evaluation protocols: which pairs, which images, in which condition, and their metrics.
+
+- `lfw_pairs`: the LFW View-2 protocol (a pairs file and the image folder), restricted to some
+  folds (the project evaluates on folds 6-10 only).
+- `validation_images`: the shared split's validation identities (calibration data).
+- `embed_images`: embeddings of every image once per backbone and condition (unmasked, or a
+  synthetic mask with a fixed seed per image), cached under the output folder so re-runs and
+  other conditions reuse them; detection runs once per image for all backbones, in worker
+  processes when asked.
+- `pair_metrics`: k-fold accuracy on the listed pairs, and TAR at FAR / ROC / EER over ALL
+  pairs of the evaluation images (a masked probe against the unmasked gallery when one side is
+  masked), score and angle distributions, and how the calibrated threshold fares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fmr.data.lfw import lfw_image_path, read_pairs
+from fmr.errors import DataError, FmrError
+from fmr.eval import angles as angle_stats
+from fmr.eval import metrics
+
+FAILED_PAIR_SCORE = -1.0  # a pair whose image failed is scored as the least similar possible
+
+
+# --------------------------------------------------------------------------------------------
+# Pairs and images
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PairSet:
+    """Pairs over a list of distinct images.
+
+    images: (M,) image paths; identities: (M,) person of each image. first, second: (P,) indices
+    into images; same: (P,) bool; fold: (P,) fold number of each pair.
+    """
+
+    images: list[Path]
+    identities: list[str]
+    first: np.ndarray
+    second: np.ndarray
+    same: np.ndarray
+    fold: np.ndarray
+    root: Path
+    description: str = ""
+
+
+def parse_folds(text: str | None, available: Sequence[int]) -> list[int]:
+    """ "6-10", "1,3,5", "all" (or None) -> fold numbers, checked against `available`."""
+    available = sorted(set(int(f) for f in available))
+    if text is None or text.strip().lower() == "all":
+        return available
+    folds: set[int] = set()
+    try:
+        for part in text.split(","):
+            if "-" in part:
+                low, high = (int(v) for v in part.split("-", 1))
+                folds.update(range(low, high + 1))
+            elif part.strip():
+                folds.add(int(part))
+    except ValueError as exc:
+        raise FmrError(
+            f"--folds {text!r}: expected a range such as 6-10, a list such as 1,2,3, or all"
+        ) from exc
+    unknown = sorted(folds - set(available))
+    if unknown or not folds:
+        raise FmrError(f"--folds {text!r}: the pairs file has folds {available[0]}-{available[-1]}")
+    return sorted(folds)
+
+
+def lfw_pairs(
+    pairs_file: str | Path, root: str | Path, folds: str | Sequence[int] | None = "6-10"
+) -> PairSet:
+    """The LFW View-2 pairs of `folds` ("6-10", "all", or a list), images under `root`
+    (`root/<Name>/<Name>_<NNNN>.jpg`). Raises `DataError` when images are missing."""
+    pairs = read_pairs(pairs_file)
+    available = sorted({p.fold for p in pairs})
+    chosen = set(
+        folds if not isinstance(folds, str) and folds is not None else parse_folds(folds, available)
+    )
+    pairs = [p for p in pairs if p.fold in chosen]
+    root = Path(root)
+    index: dict[Path, int] = {}
+    images: list[Path] = []
+    identities: list[str] = []
+
+    def image_id(name: str, number: int) -> int:
+        path = lfw_image_path(root, name, number)
+        if path not in index:
+            index[path] = len(images)
+            images.append(path)
+            identities.append(name)
+        return index[path]
+
+    first = np.array([image_id(p.name_a, p.index_a) for p in pairs], dtype=np.int64)
+    second = np.array([image_id(p.name_b, p.index_b) for p in pairs], dtype=np.int64)
+    missing = [p for p in images if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} of {len(images)} images of {pairs_file} are missing under {root} "
+            f"(first: {missing[0]}); --root must be the folder holding <Name>/<Name>_0001.jpg"
+        )
+    return PairSet(
+        images=images,
+        identities=identities,
+        first=first,
+        second=second,
+        same=np.array([p.same for p in pairs], dtype=bool),
+        fold=np.array([p.fold for p in pairs], dtype=np.int64),
+        root=root,
+        description=f"LFW View-2 pairs, folds {','.join(map(str, sorted(chosen)))} of {pairs_file}",
+    )
+
+
+def validation_images(data_root: str | Path) -> tuple[list[Path], list[str], str]:
+    """Images and identities of the shared split's validation people (calibration data), and a
+    description of them."""
+    from fmr.data.splits import shared_split
+
+    split = shared_split(data_root)
+    paths = [p for identity in sorted(split.validation) for p in split.validation[identity]]
+    identities = [
+        identity for identity in sorted(split.validation) for _ in split.validation[identity]
+    ]
+    description = (
+        f"validation split: {len(split.validation)} CelebA identities, {len(paths)} photos "
+        "(fmr.data.splits.shared_split); genuine = all same-identity pairs, impostor = all "
+        "cross-identity pairs"
+    )
+    return paths, identities, description
+
+
+# --------------------------------------------------------------------------------------------
+# Conditions and embeddings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Condition:
+    """How images are shown to the models: unmasked (style None) or with a synthetic mask of
+    `style` ("random": one of the evaluation styles per image) drawn by `renderer`, seeded per
+    image from `seed` and the image's path."""
+
+    style: str | None = None
+    renderer: str = "fmr"
+    seed: int = 0
+
+    @property
+    def key(self) -> str:
+        return "unmasked" if self.style is None else f"{self.style}-{self.renderer}-seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        return (
+            "unmasked" if self.style is None else f"masked ({self.style}, {self.renderer} renderer)"
+        )
+
+    def to_dict(self) -> dict:
+        if self.style is None:
+            return {"masked": False}
+        return {"masked": True, "style": self.style, "renderer": self.renderer, "seed": self.seed}
+
+
+@dataclass
+class EmbeddingTable:
+    """Embeddings of a list of images for one backbone and condition.
+
+    embeddings: (N, D) float32 unit norm (zeros where failed); ok: (N,) bool; reasons: (N,) str
+    (empty when ok); masks: (N,) str, the mask style drawn ('' when unmasked or failed).
+    """
+
+    embeddings: np.ndarray
+    ok: np.ndarray
+    reasons: list[str]
+    masks: list[str] = field(default_factory=list)
+
+    def failures(self, paths: Sequence[Path]) -> list[dict]:
+        return [
+            {"image": str(path), "reason": reason}
+            for path, ok, reason in zip(paths, self.ok, self.reasons, strict=True)
+            if not ok
+        ]
+
+
+def image_seed(seed: int, path: Path, root: Path | None) -> int:
+    """The mask seed of one image: from the run's seed and the image's path relative to root."""
+    try:
+        name = Path(path).relative_to(root).as_posix() if root else Path(path).as_posix()
+    except ValueError:
+        name = Path(path).as_posix()
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def embedder_key(spec: str) -> str:
+    """A cache folder name for a backbone spec ("dlib" or a checkpoint path): the checkpoint's
+    name plus a hash of its path, size and modification time, so a retrained file never hits
+    an old cache."""
+    if spec == "dlib":
+        return "dlib"
+    path = Path(spec)
+    stat = path.stat()
+    digest = hashlib.sha1(
+        f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    ).hexdigest()
+    return f"{path.stem}-{digest[:10]}"
+
+
+# Worker state: one set of loaded models per process.
+_worker: dict = {}
+
+
+def _init_worker(
+    specs: Sequence[str], condition: Condition, policy: str, root, threads: int
+) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    from fmr.verify.embedder import load_backbone
+
+    _worker.update(
+        embedders={spec: load_backbone(spec) for spec in specs},
+        condition=condition,
+        policy=policy,
+        root=root,
+    )
+
+
+def _embed_one(task: tuple[Path, Sequence[str], str]) -> tuple[dict[str, np.ndarray], str, str]:
+    """(embeddings per spec, failure reason or '', mask style drawn or '') for one image."""
+    from fmr.faces.detect import detect_faces
+    from fmr.faces.io import load_image
+    from fmr.faces.policy import select_face
+    from fmr.verify.pipeline import mask_and_redetect
+
+    path, specs, label = task
+    condition: Condition = _worker["condition"]
+    try:
+        image = load_image(path, name=label)
+        face = select_face(detect_faces(image), image.shape, _worker["policy"], label)
+        style = ""
+        if condition.style is not None:
+            rng = np.random.default_rng(image_seed(condition.seed, path, _worker["root"]))
+            style = condition.style
+            if style == "random":
+                from fmr.masks import EVAL_STYLES
+
+                style = str(rng.choice(list(EVAL_STYLES)))
+            image, face, _ = mask_and_redetect(
+                image, face, style, renderer=condition.renderer, rng=rng
+            )
+        vectors = {spec: _worker["embedders"][spec].embed_face(image, face) for spec in specs}
+        return vectors, "", style
+    except FmrError as exc:
+        return {}, str(exc), ""
+    except Exception as exc:  # one broken image must not stop an evaluation of thousands
+        return {}, f"{label}: unexpected error {type(exc).__name__}: {exc}", ""
+
+
+def _cache_file(cache_dir: Path, spec: str, condition: Condition, policy: str) -> Path:
+    return cache_dir / embedder_key(spec) / f"{condition.key}-{policy}.npz"
+
+
+def _load_cache(file: Path) -> dict[str, tuple[np.ndarray, bool, str, str]]:
+    if not file.is_file():
+        return {}
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            return {
+                str(p): (e, bool(o), str(r), str(m))
+                for p, e, o, r, m in zip(
+                    data["paths"],
+                    data["embeddings"],
+                    data["ok"],
+                    data["reason"],
+                    data["mask"],
+                    strict=True,
+                )
+            }
+    except (OSError, ValueError, KeyError):
+        return {}  # a damaged cache is recomputed, not trusted
+
+
+def _save_cache(file: Path, entries: dict[str, tuple[np.ndarray, bool, str, str]]) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    paths = sorted(entries)
+    temporary = file.with_suffix(".tmp.npz")
+    np.savez(
+        temporary,
+        paths=np.array(paths, dtype=str),
+        embeddings=np.stack([entries[p][0] for p in paths]).astype(np.float32),
+        ok=np.array([entries[p][1] for p in paths], dtype=bool),
+        reason=np.array([entries[p][2] for p in paths], dtype=str),
+        mask=np.array([entries[p][3] for p in paths], dtype=str),
+    )
+    os.replace(temporary, file)
+
+
+def embed_images(
+    paths: Sequence[Path],
+    specs: Sequence[str],
+    condition: Condition = Condition(),
+    *,
+    cache_dir: str | Path | None = None,
+    policy: str = "center",
+    workers: int = 1,
+    root: Path | None = None,
+    progress: bool = True,
+    desc: str = "embedding",
+    names: Sequence[str] | None = None,
+) -> dict[str, EmbeddingTable]:
+    """Embed every image with every backbone in `specs` ("dlib" or checkpoint paths) under
+    `condition`. Each image is loaded and detected once for all backbones; images already in
+    the cache (`cache_dir`, per backbone and condition) are not recomputed.
+
+    policy: the multi-face policy ("center" suits LFW, whose labelled person is centred).
+    workers: processes for detection and embedding (each runs torch on one thread).
+    names: how failure messages name each image (default: its path).
+    Returns spec -> EmbeddingTable in the order of `paths`.
+    """
+    from tqdm import tqdm
+
+    paths = [Path(p) for p in paths]
+    cache_path = Path(cache_dir) if cache_dir is not None else None
+    caches = {
+        spec: _load_cache(_cache_file(cache_path, spec, condition, policy)) if cache_path else {}
+        for spec in specs
+    }
+    labels = [str(p) for p in paths] if names is None else [str(n) for n in names]
+    todo: list[tuple[Path, list[str], str]] = []
+    for path, label in zip(paths, labels, strict=True):
+        needed = [spec for spec in specs if str(path) not in caches[spec]]
+        if needed:
+            todo.append((path, needed, label))
+    if todo:
+        bar = tqdm(
+            total=len(todo),
+            desc=f"{desc} ({condition.label})",
+            unit="img",
+            disable=not progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        all_needed = sorted({spec for _, needed, _ in todo for spec in needed})
+        init_args = (all_needed, condition, policy, root)
+        if workers <= 1 or len(todo) < 2:
+            _init_worker(*init_args, threads=max(1, os.cpu_count() or 1))
+            results = map(_embed_one, todo)
+            pool = None
+        else:
+            # fork: the workers share the imported modules; each loads its own models.
+            pool = multiprocessing.get_context("fork").Pool(
+                workers, initializer=_init_worker, initargs=(*init_args, 1)
+            )
+            results = pool.imap(_embed_one, todo, chunksize=4)
+        try:
+            for count, ((path, needed, _), (vectors, reason, style)) in enumerate(
+                zip(todo, results, strict=True), start=1
+            ):
+                for spec in needed:
+                    if reason:
+                        size = _embedding_size(caches[spec], spec)
+                        caches[spec][str(path)] = (np.zeros(size, np.float32), False, reason, "")
+                    else:
+                        caches[spec][str(path)] = (vectors[spec], True, "", style)
+                bar.update(1)
+                if cache_path is not None and count % 500 == 0:  # an interrupted run keeps its work
+                    for spec in needed:
+                        _save_cache(_cache_file(cache_path, spec, condition, policy), caches[spec])
+        finally:
+            if pool is not None:
+                pool.terminate()
+            bar.close()
+        if cache_path is not None:
+            for spec in all_needed:
+                _save_cache(_cache_file(cache_path, spec, condition, policy), caches[spec])
+    tables = {}
+    for spec in specs:
+        rows = [caches[spec][str(p)] for p in paths]
+        size = _embedding_size(caches[spec], spec)
+        tables[spec] = EmbeddingTable(
+            embeddings=np.stack([r[0] if r[1] else np.zeros(size, np.float32) for r in rows]),
+            ok=np.array([r[1] for r in rows], dtype=bool),
+            reasons=[r[2] for r in rows],
+            masks=[r[3] for r in rows],
+        )
+    return tables
+
+
+def _embedding_size(cache: dict, spec: str) -> int:
+    for vector, ok, _, _ in cache.values():
+        if ok:
+            return int(vector.shape[0])
+    if spec == "dlib":
+        return 128
+    from fmr.verify.lookup import read_card
+
+    return int(read_card(spec).get("embedding_size", 512))
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics of one backbone on one pair set
+# --------------------------------------------------------------------------------------------
+
+
+def _distribution(scores: np.ndarray) -> dict:
+    counts, edges = metrics.score_histogram(scores, 100, (-1.0, 1.0))
+    return {"edges": edges.round(4).tolist(), "counts": counts.tolist()}
+
+
+def pair_metrics(
+    pairs: PairSet,
+    gallery: EmbeddingTable,
+    probe: EmbeddingTable,
+    *,
+    calibration: dict | None = None,
+    same_condition: bool = True,
+    far_targets: Sequence[float] = metrics.DEFAULT_FAR_TARGETS,
+) -> dict:
+    """Every metric of one backbone on `pairs`.
+
+    gallery: embeddings of all images in the first photo's condition; probe: in the second
+    photo's condition (the same table when both are unmasked). The listed pairs compare
+    gallery[first] with probe[second]. All-pairs metrics score every image pair (probe i vs
+    gallery j, i != j; each unordered pair once when same_condition). calibration: the card's,
+    to report how its threshold does on this data.
+    """
+    ok_pairs = gallery.ok[pairs.first] & probe.ok[pairs.second]
+    scores = np.einsum("ij,ij->i", gallery.embeddings[pairs.first], probe.embeddings[pairs.second])
+    scores = np.where(ok_pairs, scores, FAILED_PAIR_SCORE).astype(np.float64)
+    kfold = metrics.kfold_accuracy(scores, pairs.same, folds=pairs.fold)
+    listed_genuine, listed_impostor = scores[pairs.same & ok_pairs], scores[~pairs.same & ok_pairs]
+    listed = {
+        "n_pairs": int(scores.size),
+        "n_genuine": int(pairs.same.sum()),
+        "n_impostor": int((~pairs.same).sum()),
+        "n_failed": int((~ok_pairs).sum()),
+        "failed_pairs_scored_as": FAILED_PAIR_SCORE,
+        "kfold_accuracy": kfold.to_dict(),
+        "eer": None,
+        "genuine_scores": _distribution(listed_genuine),
+        "impostor_scores": _distribution(listed_impostor),
+        "genuine_angles_deg": metrics.angle_statistics(metrics.cosine_to_degrees(listed_genuine)),
+        "impostor_angles_deg": metrics.angle_statistics(metrics.cosine_to_degrees(listed_impostor)),
+    }
+    if listed_genuine.size and listed_impostor.size:
+        eer, eer_threshold = metrics.equal_error_rate(listed_genuine, listed_impostor)
+        listed.update(eer=eer, eer_threshold=eer_threshold)
+
+    both_ok = gallery.ok & probe.ok
+    ids = np.asarray(pairs.identities)[both_ok]
+    genuine, impostor = metrics.all_pair_scores(
+        gallery.embeddings[both_ok], ids, None if same_condition else probe.embeddings[both_ok]
+    )
+    all_pairs: dict = {
+        "n_images": int(both_ok.sum()),
+        "n_identities": int(np.unique(ids).size),
+        "n_genuine": int(genuine.size),
+        "n_impostor": int(impostor.size),
+        "ordered": not same_condition,
+    }
+    if genuine.size and impostor.size:
+        eer, eer_threshold = metrics.equal_error_rate(genuine, impostor)
+        roc = metrics.roc_at_far(genuine, impostor)
+        all_pairs.update(
+            eer=eer,
+            eer_threshold=eer_threshold,
+            tar_at_far=[p.to_dict() for p in metrics.tar_at_far(genuine, impostor, far_targets)],
+            roc={k: v.tolist() for k, v in roc.items()},
+            genuine_scores=_distribution(genuine),
+            impostor_scores=_distribution(impostor),
+            genuine_angles_deg=metrics.angle_statistics(metrics.cosine_to_degrees(genuine)),
+            impostor_angles_deg=metrics.angle_statistics(metrics.cosine_to_degrees(impostor)),
+            genuine_angle_histogram=angle_stats.angle_histogram(metrics.cosine_to_degrees(genuine)),
+            impostor_angle_histogram=angle_stats.angle_histogram(
+                metrics.cosine_to_degrees(impostor)
+            ),
+        )
+    centre = angle_stats.leave_one_out_centre_angles(
+        probe.embeddings[both_ok], gallery.embeddings[both_ok], ids
+    )
+    centre = centre[~np.isnan(centre)]
+    angles = {
+        "to_identity_centre_deg": metrics.angle_statistics(centre),
+        "to_identity_centre_histogram": angle_stats.angle_histogram(centre),
+        "centre": "mean gallery embedding of the identity's other images (leave-one-out)",
+    }
+    result = {"listed_pairs": listed, "all_pairs": all_pairs, "angles": angles}
+    if calibration:
+        result["calibrated"] = calibrated_metrics(
+            calibration, scores, pairs.same, ok_pairs, genuine, impostor
+        )
+    return result
+
+
+def calibrated_metrics(calibration, scores, same, ok_pairs, genuine, impostor) -> dict:
+    """How the card's threshold and inconclusive band (set on validation data) do here."""
+    threshold = float(calibration["threshold"])
+    low = min(float(calibration["inconclusive"]["low"]), threshold)
+    verdict_same, verdict_diff = scores >= threshold, scores < low
+    out = {
+        "threshold": threshold,
+        "target_far": calibration["target_far"],
+        "band": [low, threshold],
+        "listed_accuracy": float(np.mean(verdict_same == same)),
+        "listed_verdicts": {
+            label: {
+                "same": int((verdict_same & mask).sum()),
+                "different": int((verdict_diff & mask).sum()),
+                "inconclusive": int((~verdict_same & ~verdict_diff & mask).sum()),
+            }
+            for label, mask in (("genuine", same), ("impostor", ~same))
+        },
+        "listed_failed": int((~ok_pairs).sum()),
+    }
+    if genuine.size and impostor.size:
+        far, frr = metrics.error_rates(genuine, impostor, threshold)
+        out.update(all_pairs_far=float(far[0]), all_pairs_frr=float(frr[0]))
+    return out
+
+
+def validation_scores(
+    specs: Sequence[str],
+    data_root: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    workers: int = 1,
+    progress: bool = True,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
+    """Genuine and impostor scores of each backbone on the validation split (all same-identity
+    and all cross-identity pairs of its images, unmasked), and a description of the data.
+
+    Only training-side identities: this is what thresholds are calibrated on.
+    """
+    paths, identities, description = validation_images(data_root)
+    tables = embed_images(
+        paths,
+        specs,
+        Condition(),
+        cache_dir=cache_dir,
+        policy="largest",
+        workers=workers,
+        root=Path(data_root),
+        progress=progress,
+        desc="validation",
+    )
+    scores = {}
+    for spec, table in tables.items():
+        ids = np.asarray(identities)[table.ok]
+        scores[spec] = metrics.all_pair_scores(table.embeddings[table.ok], ids)
+    failed = int(sum((~t.ok).sum() for t in tables.values()) / max(1, len(tables)))
+    if failed:
+        description += f"; {failed} photos without a usable face left out"
+    return scores, description

@@ -1,0 +1,281 @@
+"""Embedders: one interface over fmr checkpoints (IResNet, ResSaNet, insightface backbone.pth)
+and the dlib reference.
+
+    embedder = load_backbone("iresnet")          # or "ressanet", "dlib", a checkpoint path
+    vector = embedder.embed_face(image, face)    # (D,) float32, unit norm
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fmr.errors import CheckpointError, FaceError
+from fmr.faces.detect import Face
+from fmr.verify.lookup import (
+    TRAINED_FAMILIES,
+    dlib_card_path,
+    family_of,
+    find_checkpoint,
+    resolve_checkpoint,
+)
+
+# The input conventions fmr's models and insightface's arcface_torch backbones use.
+SUPPORTED_NORMALISATIONS = {"(x/255-0.5)/0.5", "(x-127.5)/127.5"}
+BATCH_SIZE = 64
+
+
+def _card_object(data: dict):
+    """A ModelCard when fmr.checkpoints is importable, else the same fields as attributes."""
+    try:
+        from fmr.checkpoints import ModelCard
+
+        return ModelCard.from_dict(data)
+    except ImportError:  # pragma: no cover - fmr.checkpoints ships with fmr
+        return types.SimpleNamespace(**data)
+
+
+def _card_dict(card) -> dict:
+    if hasattr(card, "to_dict"):
+        return card.to_dict()
+    return dict(vars(card))
+
+
+class Embedder(ABC):
+    """A face-recognition model behind one interface.
+
+    name: what the model is called (the card's name); family: "iresnet", "ressanet", "dlib" or
+    the architecture of another checkpoint; card: its model card (`fmr.checkpoints.ModelCard`);
+    path: the file it came from; embedding_size: D.
+    """
+
+    name: str
+    family: str
+    card: object
+    path: Path
+    embedding_size: int
+
+    @property
+    def calibration(self) -> dict:
+        """The card's calibration (see `fmr.eval.calibration`); {} when never calibrated."""
+        return dict(getattr(self.card, "calibration", None) or {})
+
+    @property
+    def architecture(self) -> str:
+        return str(getattr(self.card, "architecture", self.family))
+
+    def describe(self) -> dict:
+        """A short JSON-serialisable description for reports."""
+        return {
+            "backbone": self.family,
+            "name": self.name,
+            "architecture": self.architecture,
+            "checkpoint": str(self.path),
+            "embedding_size": self.embedding_size,
+            "calibrated": bool(self.calibration),
+        }
+
+    def embed_face(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """Unit-norm (D,) float32 embedding of `face` in `image` (RGB uint8, the photo it was
+        detected in)."""
+        return self.embed_faces([(image, face)])[0]
+
+    @abstractmethod
+    def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
+        """(N, D) float32 unit-norm embeddings of (image, face) pairs, computed in batches."""
+
+    @abstractmethod
+    def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
+        """(N, D) float32 unit-norm embeddings of aligned crops, uint8 (N, H, W, 3) RGB."""
+
+
+class TorchEmbedder(Embedder):
+    """An fmr checkpoint (or an insightface backbone.pth): 5-point alignment onto the ArcFace
+    template at the card's input size, then the mean of the embeddings of the crop and its
+    mirror image, L2-normalised."""
+
+    def __init__(self, loaded) -> None:
+        self.model = loaded.model.eval()
+        self.card = loaded.card
+        self.path = Path(loaded.path)
+        self.family = family_of(_card_dict(self.card), self.path)
+        self.name = str(getattr(self.card, "name", "") or self.path.stem)
+        self.embedding_size = int(getattr(self.card, "embedding_size", 512))
+        self.input_size = int(getattr(self.card, "input_size", 112))
+        self.channel_order = str(getattr(self.card, "channel_order", "RGB")).upper()
+        normalisation = str(getattr(self.card, "input_normalisation", "(x/255 - 0.5) / 0.5"))
+        if normalisation.replace(" ", "") not in SUPPORTED_NORMALISATIONS:
+            raise CheckpointError(
+                f"{self.path}: its card asks for input normalisation {normalisation!r}; fmr feeds "
+                "(x/255 - 0.5) / 0.5 (insightface's convention): fix the card if that is what "
+                "the model was trained with"
+            )
+
+    def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
+        import cv2
+        import torch
+
+        from fmr.models import normalize_input
+
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[-1] != 3:
+            raise ValueError(f"expected aligned crops (N, H, W, 3), got shape {crops.shape}")
+        size = self.input_size
+        if crops.shape[1:3] != (size, size):
+            crops = np.stack(
+                [cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops]
+            )
+        out = np.zeros((len(crops), self.embedding_size), np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(crops), BATCH_SIZE):
+                batch = torch.from_numpy(np.ascontiguousarray(crops[start : start + BATCH_SIZE]))
+                x = normalize_input(batch)
+                if self.channel_order == "BGR":
+                    x = x.flip(1)
+                n = x.shape[0]
+                features = self.model(torch.cat([x, x.flip(3)])).float()
+                summed = features[:n] + features[n:]
+                out[start : start + n] = torch.nn.functional.normalize(summed, dim=1).numpy()
+        return out
+
+    def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
+        from fmr.faces.align import align_face
+
+        if not faces:
+            return np.zeros((0, self.embedding_size), np.float32)
+        crops = np.stack(
+            [align_face(image, face.landmarks, self.input_size) for image, face in faces]
+        )
+        return self.embed_aligned(crops)
+
+
+class DlibEmbedder(Embedder):
+    """dlib's ResNet descriptor (see `fmr.verify.dlib_reference`), with the card and calibration
+    stored in `checkpoints/dlib_reference.json`."""
+
+    family = "dlib"
+
+    def __init__(self) -> None:
+        import json
+
+        from fmr.verify.dlib_reference import DlibReference, model_path
+
+        self.reference = DlibReference()
+        self.path = model_path()
+        card_file = dlib_card_path()
+        data = json.loads(card_file.read_text()) if card_file.is_file() else _default_dlib_card()
+        self.card = _card_object(data)
+        self.card_path = card_file
+        self.name = str(getattr(self.card, "name", "dlib-resnet-v1"))
+        self.embedding_size = self.reference.embedding_size
+
+    def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
+        chips = [self.reference.chip(image, face) for image, face in faces]
+        return self.reference.embed_chips(chips)
+
+    def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
+        raise FaceError(
+            "the dlib reference aligns faces itself (its own 5 points and 150x150 chip) and "
+            "needs the original photos, not aligned crops; drop --aligned or use iresnet/ressanet"
+        )
+
+
+def _default_dlib_card() -> dict:
+    """The dlib card before calibration (`fmr eval --backbone dlib --calibrate` fills it in)."""
+    from fmr import __version__
+
+    return {
+        "name": "dlib-resnet-v1",
+        "architecture": "dlib_resnet_v1",
+        "embedding_size": 128,
+        "input_size": 150,
+        "input_normalisation": "dlib: 5-point shapes, get_face_chip(size=150, padding=0.25)",
+        "channel_order": "RGB",
+        "storage": "dlib .dat (face_recognition_models)",
+        "training": {
+            "source": "dlib_face_recognition_resnet_model_v1.dat from face_recognition_models",
+            "data": "about 3 million faces (dlib's model notes: VGG, face scrub and web images)",
+        },
+        "metrics": {},
+        "calibration": {},
+        "notes": "Reference model, compared by cosine similarity like fmr's backbones.",
+        "licence": "dlib model: CC0 1.0 (public domain), per dlib-models",
+        "created": "",
+        "fmr_version": __version__,
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _load_torch(path: str, mtime: float) -> TorchEmbedder:
+    from fmr.checkpoints import load_checkpoint
+
+    return TorchEmbedder(load_checkpoint(path))
+
+
+@functools.lru_cache(maxsize=1)
+def _load_dlib(card_mtime: float) -> DlibEmbedder:
+    return DlibEmbedder()
+
+
+def load_backbone(family_or_path: str | Path) -> Embedder:
+    """An embedder for a family ("iresnet", "ressanet", "dlib"), a checkpoint name inside
+    `checkpoints/`, or a checkpoint path (.safetensors, or an insightface backbone.pth).
+
+    Loaded models are cached per process (keyed by the file and its modification time).
+    Raises `CheckpointError` when the family has no checkpoint or the file is not one fmr loads.
+    """
+    name = str(family_or_path)
+    if name == "dlib":
+        card = dlib_card_path()
+        return _load_dlib(card.stat().st_mtime if card.is_file() else 0.0)
+    path = find_checkpoint(name) if name in TRAINED_FAMILIES else resolve_checkpoint(name)
+    path = path.resolve()
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; pass the checkpoint file inside it")
+    return _load_torch(str(path), path.stat().st_mtime)
+
+
+def save_calibration(spec: str | Path, calibration: dict) -> Path:
+    """Store a calibration (from `fmr.eval.calibration.calibrate`) in a backbone's model card.
+
+    spec: "dlib" (writes `checkpoints/dlib_reference.json`) or a checkpoint path (its card is
+    rewritten with `fmr.checkpoints.update_card`). Returns the card file written.
+    """
+    import datetime
+    import json
+
+    if str(spec) == "dlib":
+        path = dlib_card_path()
+        data = json.loads(path.read_text()) if path.is_file() else _default_dlib_card()
+        data["calibration"] = calibration
+        data["created"] = data.get("created") or datetime.date.today().isoformat()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(card_json(data), encoding="utf-8")
+        _load_dlib.cache_clear()
+        return path
+    from fmr.checkpoints import update_card
+
+    path = Path(spec)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(
+            f"{path}: only .safetensors checkpoints carry a model card; convert it first "
+            "(load it with fmr.checkpoints.load_checkpoint and save it with save_checkpoint)"
+        )
+    update_card(path, calibration=calibration)
+    _load_torch.cache_clear()
+    return path.with_suffix(".json")
+
+
+def card_json(data: dict) -> str:
+    """JSON with one key per line but lists of numbers on one line (a readable card)."""
+    import json
+    import re
+
+    text = json.dumps(data, indent=1, allow_nan=False)
+    number_list = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
+    return number_list.sub(lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text) + "\n"

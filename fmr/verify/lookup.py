@@ -1,0 +1,141 @@
+"""Which checkpoint a backbone family name means.
+
+`--backbone iresnet` (or `ressanet`) means the shipped checkpoint in `checkpoints/` (the newest
+`*.safetensors` whose model card's architecture starts with the family name), else the newest
+trained `runs/**/best.safetensors` of that family. `dlib` is the reference model from
+face_recognition_models. A name that is none of these may be a file in `checkpoints/` (with or
+without `.safetensors`) or any path. Nothing here imports torch: it only reads model cards.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fmr.errors import CheckpointError
+from fmr.settings import REPO_ROOT, checkpoint_dir
+
+FAMILIES = ("iresnet", "ressanet", "dlib")
+TRAINED_FAMILIES = ("iresnet", "ressanet")
+DISPLAY_NAMES = {"iresnet": "IResNet", "ressanet": "ResSaNet", "dlib": "dlib"}
+DLIB_CARD = "dlib_reference.json"
+
+
+def runs_dir() -> Path:
+    """Where train.py writes runs (`runs/` in the repository)."""
+    return REPO_ROOT / "runs"
+
+
+def read_card(path: str | Path) -> dict:
+    """The model card of a `.safetensors` checkpoint as a plain dict ({} when it has none).
+
+    Reads the sibling `.json` when present, else the card embedded in the safetensors metadata
+    (key `fmr_card`). Cheap: no weights are loaded.
+    """
+    path = Path(path)
+    sibling = path.with_suffix(".json")
+    try:
+        if sibling.is_file():
+            return json.loads(sibling.read_text())
+        if path.suffix == ".safetensors" and path.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="numpy") as handle:
+                metadata = handle.metadata() or {}
+            return json.loads(metadata.get("fmr_card", "{}"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its model card cannot be read ({exc})") from exc
+    return {}
+
+
+def family_of(card: dict, path: str | Path | None = None) -> str:
+    """The family ("iresnet", "ressanet", ...) a card's architecture belongs to."""
+    architecture = str(card.get("architecture", "")).lower()
+    for family in FAMILIES:
+        if architecture.startswith(family):
+            return family
+    if not architecture and path is not None and Path(path).name == "backbone.pth":
+        return "iresnet"  # insightface's arcface_torch backbones are IResNets
+    return architecture or "unknown"
+
+
+def _newest_of_family(paths, family: str) -> Path | None:
+    matches = []
+    for path in paths:
+        try:
+            card = read_card(path)
+        except CheckpointError:
+            continue  # a broken card elsewhere must not hide a good checkpoint
+        if family_of(card, path) == family:
+            matches.append(path)
+    return max(matches, key=lambda p: (p.stat().st_mtime, str(p)), default=None)
+
+
+def find_checkpoint(family: str) -> Path:
+    """The checkpoint `--backbone FAMILY` loads (see the module docstring).
+
+    Raises `CheckpointError` saying how to get one when there is none.
+    """
+    if family == "dlib":
+        from fmr.verify.dlib_reference import model_path
+
+        return model_path()
+    if family not in TRAINED_FAMILIES:
+        raise CheckpointError(
+            f"unknown backbone family {family!r}; choose one of {', '.join(FAMILIES)}, all, "
+            "or pass --checkpoint FILE"
+        )
+    shipped = _newest_of_family(sorted(checkpoint_dir().glob("*.safetensors")), family)
+    if shipped is not None:
+        return shipped
+    trained = _newest_of_family(sorted(runs_dir().glob("**/best.safetensors")), family)
+    if trained is not None:
+        return trained
+    raise CheckpointError(
+        f"no {DISPLAY_NAMES[family]} checkpoint found in {checkpoint_dir()} or {runs_dir()}: "
+        f"train one with `python train.py --backbone {family}18` or pass --checkpoint FILE"
+    )
+
+
+def available_backbones() -> dict[str, str | None]:
+    """family -> path of the checkpoint `load_backbone(family)` would use, or None when missing.
+
+    `missing_reason(family)` says why one is missing and what to do.
+    """
+    found: dict[str, str | None] = {}
+    for family in FAMILIES:
+        try:
+            found[family] = str(find_checkpoint(family))
+        except CheckpointError:
+            found[family] = None
+        except Exception:  # e.g. face_recognition_models not installed
+            found[family] = None
+    return found
+
+
+def missing_reason(family: str) -> str | None:
+    """Why `family` cannot be loaded (a message a person can act on), or None when it can."""
+    try:
+        find_checkpoint(family)
+    except Exception as exc:
+        return str(exc)
+    return None
+
+
+def resolve_checkpoint(name: str) -> Path:
+    """A checkpoint named by path, or by file name (stem) inside `checkpoints/`."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    for candidate in (checkpoint_dir() / name, checkpoint_dir() / f"{name}.safetensors"):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(
+        f"{name}: no such checkpoint file (nor in {checkpoint_dir()}); pass the path of a "
+        ".safetensors checkpoint or an insightface backbone.pth"
+    )
+
+
+def dlib_card_path() -> Path:
+    """Where the dlib reference's model card (with its calibration) lives."""
+    return checkpoint_dir() / DLIB_CARD

@@ -1,0 +1,202 @@
+"""From two photos to verdicts: load, detect, (mask), embed with each backbone, compare."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fmr.errors import CheckpointError, FmrError
+from fmr.faces.detect import Face, detect_faces
+from fmr.faces.io import load_image, source_name
+from fmr.faces.policy import select_face
+from fmr.verify.compare import compare
+from fmr.verify.embedder import Embedder, load_backbone
+from fmr.verify.lookup import FAMILIES, missing_reason
+
+# A face re-found on the masked photo must overlap the original box this much to be the same face.
+REDETECT_MIN_IOU = 0.3
+
+
+@dataclass
+class PreparedFace:
+    """A face ready to embed. image: the photo as embedded (masked when a mask was asked for),
+    RGB uint8; face: where the face is in it; mask: the mask's description or None."""
+
+    name: str
+    image: np.ndarray
+    face: Face
+    faces_found: int
+    mask: dict | None = None
+
+    def to_dict(self) -> dict:
+        height, width = self.image.shape[:2]
+        return {
+            "input": self.name,
+            "size": [int(width), int(height)],
+            "faces_found": self.faces_found,
+            "face": self.face.to_dict(),
+            "mask": self.mask,
+        }
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def mask_and_redetect(
+    image: np.ndarray,
+    face: Face,
+    style: str,
+    *,
+    renderer: str = "fmr",
+    rng: np.random.Generator | int | None = None,
+    min_face_size: int = 20,
+) -> tuple[np.ndarray, Face, dict]:
+    """Draw a synthetic mask on `face` and find the face again in the masked photo.
+
+    A real masked photo goes through detection with the mask on, so the masked face is detected
+    again (the face overlapping the original box most, IoU >= 0.3); when the detector misses it,
+    the unmasked detection is kept and `info["redetected"]` is False.
+    Returns (masked image, face to embed, mask info).
+    """
+    from fmr.masks import mask_face
+
+    masked, info = mask_face(image, face, style, rng, renderer=renderer)
+    info = dict(info)
+    if face.source == "template":  # an aligned crop: its face is where the template says
+        info["redetected"] = False
+        return masked, face, info
+    found = detect_faces(masked, min_face_size=min_face_size)
+    best = max(found, key=lambda f: box_iou(f.box, face.box), default=None)
+    if best is not None and box_iou(best.box, face.box) >= REDETECT_MIN_IOU:
+        info["redetected"] = True
+        return masked, best, info
+    info["redetected"] = False
+    return masked, face, info
+
+
+def prepare_face(
+    source,
+    *,
+    name: str | None = None,
+    policy: str = "largest",
+    mask: str | None = None,
+    mask_renderer: str = "fmr",
+    seed: int | np.random.Generator | None = 0,
+    min_face_size: int = 20,
+) -> PreparedFace:
+    """Load a photo (path, bytes, open file or RGB uint8 array), pick its face by `policy`, and
+    optionally draw a synthetic mask of style `mask` (seeded by `seed`).
+
+    Raises `FaceError` naming the input when it cannot be read or shows no face.
+    """
+    if isinstance(source, np.ndarray):
+        label = name or "image"
+        if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
+            raise FmrError(
+                f"{label}: expected an RGB uint8 array (H, W, 3), got {source.dtype} {source.shape}"
+            )
+        image = source
+    else:
+        label = source_name(source, name)
+        image = load_image(source, name=label)
+    faces = detect_faces(image, min_face_size=min_face_size)
+    face = select_face(faces, image.shape, policy, label)
+    info = None
+    if mask:
+        image, face, info = mask_and_redetect(
+            image, face, mask, renderer=mask_renderer, rng=seed, min_face_size=min_face_size
+        )
+    return PreparedFace(label, image, face, len(faces), info)
+
+
+def resolve_backbones(backbones) -> tuple[list[Embedder], list[dict]]:
+    """Embedders for `backbones`, and the families that are missing (with the reason).
+
+    backbones: "all" (every family that has a checkpoint), a family name, a checkpoint path,
+    an `Embedder`, or a list of those. Only "all" tolerates missing families; naming a missing
+    one raises `CheckpointError`.
+    """
+    if isinstance(backbones, (str, os.PathLike, Embedder)):
+        backbones = [backbones]
+    embedders: list[Embedder] = []
+    missing: list[dict] = []
+    for item in backbones:
+        if isinstance(item, Embedder):
+            embedders.append(item)
+        elif str(item) == "all":
+            for family in FAMILIES:
+                reason = missing_reason(family)
+                if reason is None:
+                    embedders.append(load_backbone(family))
+                else:
+                    missing.append({"backbone": family, "reason": reason})
+        else:
+            embedders.append(load_backbone(item))
+    if not embedders:
+        reasons = "; ".join(m["reason"] for m in missing)
+        raise CheckpointError(f"no backbone could be loaded: {reasons}")
+    return embedders, missing
+
+
+def verify_pair(
+    image_a,
+    image_b,
+    backbones: str | Sequence | Embedder = "all",
+    mask_a: str | None = None,
+    mask_b: str | None = None,
+    policy: str = "largest",
+    *,
+    threshold_far: float | None = None,
+    mask_renderer: str = "fmr",
+    seed: int = 0,
+    name_a: str | None = None,
+    name_b: str | None = None,
+) -> dict:
+    """Are the faces in two photos the same person? One result per backbone.
+
+    image_a, image_b: paths, bytes, open files or RGB uint8 arrays. backbones: see
+    `resolve_backbones`. mask_a / mask_b: a mask style to draw on that photo first.
+    Returns the `fmr verify --json` object: {"a": {...}, "b": {...}, "results": [{"backbone",
+    "name", "checkpoint", "similarity", "angle_deg", "threshold", "verdict", "far_at_score",
+    "frr_at_score", "band", "threshold_far", "explanation"}], "missing": [{"backbone",
+    "reason"}]}. Raises `FmrError` subclasses for unreadable photos, no face, bad checkpoints.
+    """
+    embedders, missing = resolve_backbones(backbones)
+    a = prepare_face(
+        image_a,
+        name=name_a or ("image A" if isinstance(image_a, np.ndarray) else None),
+        policy=policy,
+        mask=mask_a,
+        mask_renderer=mask_renderer,
+        seed=np.random.default_rng([seed, 0]),
+    )
+    b = prepare_face(
+        image_b,
+        name=name_b or ("image B" if isinstance(image_b, np.ndarray) else None),
+        policy=policy,
+        mask=mask_b,
+        mask_renderer=mask_renderer,
+        seed=np.random.default_rng([seed, 1]),
+    )
+    results = []
+    for embedder in embedders:
+        emb_a, emb_b = embedder.embed_faces([(a.image, a.face), (b.image, b.face)])
+        comparison = compare(emb_a, emb_b, embedder, threshold_far)
+        result = {
+            "backbone": embedder.family,
+            "name": embedder.name,
+            "checkpoint": str(embedder.path),
+            **comparison.to_dict(),
+            "explanation": comparison.explanation(),
+        }
+        results.append(result)
+    return {"a": a.to_dict(), "b": b.to_dict(), "results": results, "missing": missing}
