@@ -125,9 +125,12 @@ def missing_reason(family: str) -> str | None:
 def resolve_checkpoint(name: str) -> Path:
     """A checkpoint named by path, or by file name (stem) inside `checkpoints/`."""
     path = Path(name).expanduser()
+    if path.suffix == ".json" and path.with_suffix(".safetensors").is_file():
+        return path.with_suffix(".safetensors")  # the card of a checkpoint means the checkpoint
     if path.exists():
         return path
-    for candidate in (checkpoint_dir() / name, checkpoint_dir() / f"{name}.safetensors"):
+    candidates = (Path(f"{path}.safetensors"), checkpoint_dir() / name)
+    for candidate in (*candidates, checkpoint_dir() / f"{name}.safetensors"):
         if candidate.is_file():
             return candidate
     raise CheckpointError(
