@@ -103,22 +103,21 @@ def collect_inputs(
                 items.append(BatchInput(resolved, given, PurePosixPath(top_name(resolved.name))))
             continue
         top = top_name(resolved.name or "input")
+        found: list[tuple[PurePosixPath, Path]] = []
         for dirpath, dirnames, filenames in os.walk(resolved):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in sorted(filenames):
-                file = Path(dirpath) / filename
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for filename in filenames:
+                file = Path(dirpath, filename)
                 if _is_hidden(file) or file.suffix.lower() not in extensions:
                     continue
-                file = file.resolve()
-                if file in seen:
-                    continue
-                seen.add(file)
-                relative = PurePosixPath(*Path(dirpath, filename).relative_to(resolved).parts)
-                items.append(
-                    BatchInput(
-                        file, os.path.join(given, *relative.parts), PurePosixPath(top) / relative
-                    )
-                )
+                found.append((PurePosixPath(*file.relative_to(resolved).parts), file))
+        for relative, file in sorted(found):
+            file = file.resolve()
+            if file in seen:
+                continue
+            seen.add(file)
+            display = os.path.join(given, *relative.parts)
+            items.append(BatchInput(file, display, PurePosixPath(top) / relative))
     return items
 
 
@@ -172,15 +171,32 @@ def _results(
     process: Callable[[BatchInput], ItemResult],
     workers: int,
     initializer: Callable[[], None] | None,
+    preload: Sequence[str],
 ) -> Iterator[ItemResult]:
     if workers <= 1 or len(items) <= 1:
-        if initializer is not None:
-            initializer()
-        for item in items:
-            yield _safe_call(process, item)
+        # Same thread count as a worker process, so results are identical for any --workers
+        # (float sums in multi-threaded kernels differ in their last bits).
+        if "torch" in preload:
+            import torch  # noqa: F401  (so the thread count below applies from the first item)
+        torch = sys.modules.get("torch")
+        saved_threads = torch.get_num_threads() if torch else None
+        if torch:
+            torch.set_num_threads(1)
+        try:
+            if initializer is not None:
+                initializer()
+            for item in items:
+                yield _safe_call(process, item)
+        finally:
+            if torch:
+                torch.set_num_threads(saved_threads)
         return
-    # fork: workers inherit the imported modules instead of importing them again.
-    ctx = multiprocessing.get_context("fork")
+    # A fork server, not plain fork: forking a process whose torch/OpenMP thread pools are
+    # running deadlocks the children. The server imports `preload` once (before any threads
+    # start) and forks the workers from itself, so they start without importing again.
+    # `process` and `initializer` are pickled: use module-level functions or functools.partial.
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["fmr.batch", *preload])
     chunk = max(1, min(16, len(items) // (workers * 8)))
     with ctx.Pool(workers, initializer=_worker_init, initargs=(process, initializer)) as pool:
         yield from pool.imap(_worker_call, items, chunksize=chunk)
@@ -196,12 +212,15 @@ def run_batch(
     initializer: Callable[[], None] | None = None,
     extra_columns: Sequence[str] = (),
     progress: bool = True,
+    preload: Sequence[str] = (),
 ) -> BatchSummary:
     """Run `process` on every item, write `manifest.csv` in `out_dir`, print a summary line.
 
     `process(item)` returns an `ItemResult`; it may raise `FmrError` (recorded as the reason).
-    With `workers > 1` items are processed by forked worker processes (`initializer` runs once
-    in each, e.g. to load a model); rows still come out in input order.
+    With `workers > 1` items are processed by worker processes forked from a server that has
+    imported the modules in `preload`; `process` and `initializer` must then be picklable
+    (module-level functions or `functools.partial` of them). `initializer` runs once in each
+    worker (e.g. to load a model). Rows come out in input order whatever the worker count.
     """
     from tqdm import tqdm
 
@@ -222,7 +241,9 @@ def run_batch(
             file=sys.stderr,
             dynamic_ncols=True,
         )
-        for item, result in zip(items, _results(items, process, workers, initializer), strict=True):
+        for item, result in zip(
+            items, _results(items, process, workers, initializer, preload), strict=True
+        ):
             row = {
                 "input": str(item.path),
                 "output": result.output,

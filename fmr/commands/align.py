@@ -45,38 +45,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
+def align_one(item, *, size: int, aligned: bool, policy: str, min_face: int, out: str):
+    """Align one batch input; module-level so worker processes can receive it."""
     import cv2
 
-    from fmr.batch import ItemResult, collect_inputs, output_path, run_batch, save_image
+    from fmr.batch import ItemResult, output_path, save_image
     from fmr.faces import align_face, find_face, load_image
 
+    image = load_image(item.path, name=item.given)
+    if aligned:
+        crop = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+        extra = {"detector": "none"}
+    else:
+        face = find_face(image, policy, item.given, min_face)
+        crop = align_face(image, face.landmarks, size)
+        extra = {
+            "detector": face.source,
+            "score": "" if face.source == "template" else f"{face.score:.4f}",
+            "box": " ".join(f"{v:.1f}" for v in face.box),
+        }
+    save_image(output_path(out, item), crop)
+    return ItemResult("ok", output=item.relative_output.as_posix(), extra=extra)
+
+
+def run(args: argparse.Namespace) -> int:
+    import functools
+
+    from fmr.batch import collect_inputs, run_batch
+
     items = collect_inputs(args.paths)
-
-    def align_one(item) -> ItemResult:
-        image = load_image(item.path, name=item.given)
-        if args.aligned:
-            crop = cv2.resize(image, (args.size, args.size), interpolation=cv2.INTER_AREA)
-            extra = {"detector": "none"}
-        else:
-            face = find_face(image, args.multi_face, item.given, args.min_face)
-            crop = align_face(image, face.landmarks, args.size)
-            extra = {
-                "detector": face.source,
-                "score": "" if face.source == "template" else f"{face.score:.4f}",
-                "box": " ".join(f"{v:.1f}" for v in face.box),
-            }
-        target = output_path(args.out, item)
-        save_image(target, crop)
-        return ItemResult("ok", output=item.relative_output.as_posix(), extra=extra)
-
+    process = functools.partial(
+        align_one,
+        size=args.size,
+        aligned=args.aligned,
+        policy=args.multi_face,
+        min_face=args.min_face,
+        out=args.out,
+    )
     run_batch(
         items,
-        align_one,
+        process,
         args.out,
         command="align",
         workers=args.workers,
         extra_columns=("detector", "score", "box"),
         progress=not args.quiet,
+        preload=("fmr.commands.align", "fmr.faces", "torch", "facenet_pytorch"),
     )
     return 0
