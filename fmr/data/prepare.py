@@ -282,7 +282,7 @@ class _Worker:
             rng = np.random.default_rng(item_seed(self.options.seed, item))
             style = TRAIN_STYLES[int(rng.integers(len(TRAIN_STYLES)))]
             try:
-                masked, info = mask_aligned(crop, style, rng)
+                masked, info = mask_aligned(crop, style, rng, refine=True)
                 extra["mask"] = info.get("style", style)
             except Exception as exc:  # a mask that cannot be drawn costs this copy, not the run
                 extra["mask"] = f"failed: {exc}"
@@ -500,6 +500,7 @@ def _assemble(options: PrepareOptions, plan: Plan, items, results, out: Path) ->
         if teacher is not None else None,
         "sources": plan.description,
         "classes": classes,
+        "distillation_identities": sorted({e.identity for e in unlabelled}),
         "validation_identities": val_identities,
         "counts": {
             "photos_planned": len(plan.images),

@@ -1,0 +1,154 @@
+"""`fmr prepare` on small slices of the shared data: the documented split, nothing from LFW
+folds 6-10 in training, deterministic and resumable output, the pack readable by training."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmr.cli import main as fmr_main
+from fmr.data.pack import read_validation
+from fmr.data.recordio import read_image_set
+from fmr.data.sources import open_training_set
+from fmr.data.splits import shared_split
+
+SLICE = ["--max-identities", "8", "--max-validation-identities", "2",
+         "--max-images-per-identity", "3"]
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _prepare(out: Path, *extra: str) -> int:
+    return fmr_main(["prepare", "--preset", "shared", "--out", str(out), "--quiet", *SLICE,
+                     "--cache", str(out.parent / "cache"), *extra])
+
+
+@pytest.fixture(scope="module")
+def shared_pack(tmp_path_factory, shared_data) -> Path:
+    out = tmp_path_factory.mktemp("prepare") / "pack"
+    assert _prepare(out, "--teacher", "dlib", "--workers", "2") == 0
+    return out
+
+
+def test_shared_pack_follows_the_split(shared_pack, shared_data):
+    meta = json.loads((shared_pack / "meta.json").read_text())
+    split = shared_split(shared_data)
+    classes = meta["classes"]
+    training = set(classes) | set(meta["distillation_identities"])
+    assert training <= set(split.train)
+    assert set(meta["validation_identities"]) <= set(split.validation)
+    assert not training & set(meta["validation_identities"])
+    # Nobody from LFW pair folds 6-10 trains.
+    lfw_people = {key.split("/", 1)[1] for key in training if key.startswith("lfw/")}
+    assert lfw_people and not lfw_people & split.eval_people
+    assert any(key.startswith("celeba/") for key in classes)
+
+    records = read_image_set(shared_pack / "train.rec")
+    assert records.layout == "header"
+    labels = records.labels
+    counts = meta["counts"]
+    assert len(labels) == counts["training_images"]
+    assert sorted(set(labels[labels >= 0].tolist())) == list(range(len(classes)))
+    assert (labels == -1).sum() == counts["distillation_only_images"]
+    # Every class has at least two photos (a same-person pair for ArcFace).
+    assert np.bincount(labels[labels >= 0]).min() >= 2
+
+    teacher = np.load(shared_pack / "teacher.npy")
+    assert teacher.dtype == np.float16 and teacher.shape == (len(labels), 128)
+    np.testing.assert_allclose(np.linalg.norm(teacher.astype(np.float32), axis=1), 1.0, atol=2e-3)
+
+
+def test_validation_pairs_are_consistent(shared_pack):
+    validation = read_validation(shared_pack)
+    assert validation.images.shape[1:] == (112, 112, 3)
+    labels = validation.labels
+    i, j = validation.pairs[:, 0], validation.pairs[:, 1]
+    assert np.array_equal(labels[i] == labels[j], validation.same)
+    genuine = int(validation.same.sum())
+    assert genuine > 0 and len(validation.same) == 2 * genuine  # as many impostor pairs
+
+
+def test_manifest_and_dropped_report(shared_pack):
+    meta = json.loads((shared_pack / "meta.json").read_text())
+    rows = _rows(shared_pack / "manifest.csv")
+    assert len(rows) == meta["counts"]["photos_planned"]
+    assert {r["split"] for r in rows} == {"train", "validation"}
+    assert all(r["status"] in ("ok", "failed") for r in rows)
+    assert (shared_pack / "dropped.csv").read_text().startswith("what,name,identity,reason")
+    assert meta["pack_mib"] < 32 and meta["jpeg_quality"] == 95  # a slice fits at the top quality
+
+
+def test_pack_is_training_data(shared_pack):
+    dataset = open_training_set(shared_pack)
+    assert dataset.kind == "pack" and dataset.num_classes >= 2
+    crop = dataset.decode(0)
+    assert crop.shape == (112, 112, 3) and crop.dtype == np.uint8
+    assert 20 < crop.mean() < 235  # a real photo, not a blank
+    info = dataset.describe()
+    assert info["teacher"]["dimension"] == 128
+
+
+def test_same_seed_same_pack_and_rerun_uses_the_cache(shared_pack, tmp_path):
+    cache = shared_pack.parent / "cache" / "detections.jsonl"
+    lines_before = len(cache.read_text().splitlines())
+    copy = shared_pack.parent / "pack-again"
+    shutil.rmtree(copy, ignore_errors=True)
+    assert _prepare(copy, "--teacher", "dlib") == 0
+    # Nothing new was detected or embedded: every face came from the cache.
+    assert len(cache.read_text().splitlines()) == lines_before
+    for name in ("train.rec", "train.idx", "val.rec", "val_pairs.txt", "teacher.npy"):
+        assert (copy / name).read_bytes() == (shared_pack / name).read_bytes(), name
+
+
+def test_without_teacher_one_photo_identities_are_dropped(shared_pack):
+    out = shared_pack.parent / "no-teacher"
+    assert _prepare(out) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    with_teacher = json.loads((shared_pack / "meta.json").read_text())
+    assert meta["counts"]["distillation_only_images"] == 0
+    assert not (out / "teacher.npy").exists()
+    dropped = _rows(out / "dropped.csv")
+    single = {r["identity"] for r in dropped if "single usable photo" in r["reason"]}
+    assert single == set(with_teacher["distillation_identities"])
+    assert meta["classes"] == with_teacher["classes"]
+
+
+def test_original_preset_splits_masks_and_augments(tmp_path, photos_dir):
+    people = tmp_path / "people"
+    for person in ("obama", "biden", "kit_harington"):
+        shutil.copytree(photos_dir / person, people / person)
+    out = tmp_path / "original"
+    code = fmr_main(["prepare", str(people), "--preset", "original", "--out", str(out), "--quiet",
+                     "--min-masked", "3", "--val-fraction", "0.34", "--seed", "3"])
+    assert code == 0
+    meta = json.loads((out / "meta.json").read_text())
+    photos = {p: len(list((people / p).iterdir())) for p in ("obama", "biden", "kit_harington")}
+    kept = [p for p, n in photos.items() if n >= 3]
+    assert meta["classes"] == sorted(kept)
+    counts = meta["counts"]
+    held_out = counts["validation_images"]
+    trained_photos = sum(photos[p] for p in kept) - counts["photos_failed"] - held_out
+    # each training photo: itself, its masked copy, and a flip and a rotation of both
+    assert counts["training_images"] == 6 * trained_photos
+    assert held_out >= len(kept)  # at least one photo of each kept identity held out
+    dropped = _rows(out / "dropped.csv")
+    for person in set(photos) - set(kept):
+        assert any(r["identity"] == person and "--min-masked" in r["reason"] for r in dropped)
+
+
+def test_prepare_errors_are_clear(tmp_path, capsys):
+    assert fmr_main(["prepare", "--preset", "original", "--out", str(tmp_path / "x")]) == 2
+    assert "needs SOURCE" in capsys.readouterr().err
+    lonely = tmp_path / "lonely" / "only_person"
+    lonely.mkdir(parents=True)
+    assert fmr_main(["prepare", str(lonely.parent), "--preset", "original",
+                     "--out", str(tmp_path / "y"), "--quiet"]) == 2
+    assert "no photos found" in capsys.readouterr().err
