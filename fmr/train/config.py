@@ -1,0 +1,138 @@
+"""The training recipe as one dataclass, read from defaults, a config file and the command line.
+
+Precedence: `TrainConfig` defaults < `--config FILE` (TOML or JSON, keys = field names, `-` or `_`)
+< flags given on the command line. The resolved config is written to `<out>/config.json` and
+into every checkpoint, so a run says exactly how it was trained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from fmr.errors import FmrError
+
+LOSSES = ("arcface", "cosface")
+DEFAULT_MARGINS = {"arcface": 0.5, "cosface": 0.4}
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs. Defaults aim at the shared-data pack on one GPU."""
+
+    # data
+    data: str = "data/shared-pack"  # pack, folder with train.rec + train.idx, or image folder
+    val: str | None = None  # validation pairs; default: the pack's own; "none" to skip
+    # model and loss
+    backbone: str = "iresnet50"
+    embedding_size: int = 512
+    dropout: float = 0.0
+    loss: str = "arcface"
+    margin: float | None = None  # default: 0.5 for ArcFace, 0.4 for CosFace
+    scale: float = 64.0
+    sample_rate: float = 1.0  # Partial FC share of class centres per step (1.0 = all)
+    distill_weight: float = 1.0  # weight of the cosine loss to the teacher (0 disables)
+    # optimisation (SGD, momentum 0.9, weight decay 5e-4; warmup then polynomial decay)
+    epochs: int = 40
+    batch_size: int = 256  # per process (per GPU)
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 2.0
+    poly_power: float = 2.0
+    # augmentation (on the device, in batches)
+    mask_prob: float = 0.5  # share of training images given a synthetic mask on the fly
+    flip_prob: float = 0.5
+    rotation: float = 8.0  # max degrees either way
+    scale_jitter: float = 0.08  # max relative zoom either way
+    translate: float = 0.04  # max shift as a fraction of the crop side
+    brightness: float = 0.25
+    contrast: float = 0.25
+    saturation: float = 0.25
+    grayscale_prob: float = 0.05
+    # run
+    out: str | None = None  # default: runs/<backbone>-<YYYYmmdd-HHMMSS>
+    seed: int = 0
+    device: str = "auto"  # auto | cuda | cuda:N | cpu
+    compile: bool | None = None  # torch.compile the backbone; default: on for CUDA
+    channels_last: bool = True
+    workers: int = 8  # decoding processes (streaming) or threads (in-memory)
+    in_memory: str = "auto"  # auto | yes | no: decode the whole set once onto the device
+    log_every: int = 50  # steps between log lines (and the only host syncs)
+    save_every: int = 0  # steps between mid-epoch checkpoints (0: at epoch ends only)
+    keep_checkpoints: int = 2
+    stop_after_epochs: int | None = None  # end this process early, keeping the --epochs schedule
+    time_limit: float | None = None  # seconds; stop cleanly (checkpoint + export) when exceeded
+    val_mask_seed: int = 1234  # masks on validation crops: fixed, so epochs compare
+    storage: str = "fp16"  # export weights: fp32 | fp16 | int8
+    resume: str | None = None  # a checkpoint file or run folder; "latest" = newest in --out
+    progress: bool = True
+
+    def margin_value(self) -> float:
+        return DEFAULT_MARGINS[self.loss] if self.margin is None else float(self.margin)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        """Raise `FmrError` with a clear message for values that cannot work."""
+        if self.loss not in LOSSES:
+            raise FmrError(f"--loss {self.loss!r}: choose one of {', '.join(LOSSES)}")
+        checks = [
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.batch_size >= 2, "--batch-size must be at least 2"),
+            (self.lr > 0, "--lr must be positive"),
+            (0.0 <= self.mask_prob <= 1.0, "--mask-prob must be between 0 and 1"),
+            (self.distill_weight >= 0, "--distill-weight must be 0 or more"),
+            (0.0 < self.sample_rate <= 1.0, "--sample-rate must be in (0, 1]"),
+            (self.in_memory in ("auto", "yes", "no"), "--in-memory must be auto, yes or no"),
+            (self.storage in ("fp32", "fp16", "int8"), "--storage must be fp32, fp16 or int8"),
+            (self.log_every >= 1, "--log-every must be at least 1"),
+            (self.workers >= 0, "--workers must be 0 or more"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise FmrError(message)
+
+
+FIELD_NAMES = {f.name for f in fields(TrainConfig)}
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """Read a TOML or JSON config file into {field: value} (keys may use - or _)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise FmrError(f"{path}: cannot read the config file ({exc.strerror or exc})") from exc
+    try:
+        if path.suffix.lower() == ".json":
+            raw = json.loads(text)
+        else:
+            import tomllib
+
+            raw = tomllib.loads(text.decode("utf-8"))
+    except ValueError as exc:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+        raise FmrError(f"{path}: not valid {path.suffix.lstrip('.') or 'TOML'}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise FmrError(f"{path}: expected a table of settings at the top level")
+    values = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in FIELD_NAMES:
+            raise FmrError(
+                f"{path}: unknown setting {key!r}; known settings are the train.py flags: "
+                f"{', '.join(sorted(FIELD_NAMES))}"
+            )
+        values[name] = value
+    return values
+
+
+def build_config(file_values: dict, cli_values: dict) -> TrainConfig:
+    """Defaults < config file < command line (only flags the user gave are in `cli_values`)."""
+    merged = {**file_values, **{k: v for k, v in cli_values.items() if k in FIELD_NAMES}}
+    config = TrainConfig(**merged)
+    config.validate()
+    return config

@@ -1,0 +1,69 @@
+"""Run logs: JSON lines, a per-epoch CSV and TensorBoard events, all under the run folder.
+
+- `log.jsonl`: one object per event: {"kind": "train", step, epoch, loss, ...} every
+  `--log-every` steps, {"kind": "val", ...} after each epoch's validation, plus "start",
+  "checkpoint", "export" and "stop" events. Appended, so a resumed run continues the file.
+- `epochs.csv`: one row per epoch (the numbers a plot needs).
+- `tensorboard/`: the same scalars as TensorBoard events (`tensorboard --logdir runs/`).
+Only rank 0 logs; other ranks get a logger that does nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+EPOCH_COLUMNS = (
+    "epoch", "step", "lr", "loss", "margin_loss", "distill_loss", "angle_deg", "train_accuracy",
+    "images_per_s", "val_unmasked_accuracy", "val_masked_accuracy", "val_score", "seconds",
+)
+
+
+class RunLogger:
+    def __init__(self, out: Path, enabled: bool = True):
+        self.out = Path(out)
+        self.enabled = enabled
+        self._tb = None
+        if not enabled:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.out / "tensorboard"))
+        except ImportError:  # the logs above still have everything
+            print("train: tensorboard is not installed; writing JSONL and CSV logs only",
+                  file=sys.stderr)
+
+    def event(self, kind: str, **values) -> None:
+        if not self.enabled:
+            return
+        record = {"kind": kind, "time": round(time.time(), 3), **values}
+        with open(self.out / "log.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=float) + "\n")
+
+    def scalars(self, step: int, prefix: str, values: dict) -> None:
+        if self._tb is None:
+            return
+        for name, value in values.items():
+            if isinstance(value, (int, float)) and value == value:  # skip NaN
+                self._tb.add_scalar(f"{prefix}/{name}", value, step)
+        self._tb.flush()
+
+    def epoch_row(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        path = self.out / "epochs.csv"
+        new = not path.exists()
+        with open(path, "a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in EPOCH_COLUMNS})
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
