@@ -1,0 +1,220 @@
+"""`fmr eval` and fmr.eval.protocols on small real pair sets (training-side LFW people)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fmr.cli import main
+from fmr.data.lfw import read_pairs
+from fmr.errors import DataError, FmrError
+from fmr.eval import protocols
+from fmr.eval.metrics import kfold_accuracy
+from fmr.settings import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def tiny_lfw(lfw_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """A 2-fold LFW-format pairs file (2 same + 2 different pairs per fold) from folds 1-2 of
+    the real pairs.txt, and an image root of links to the real photos, plus one broken photo."""
+    pairs = read_pairs(lfw_dir / "pairs.txt")
+    lines = ["2 2"]
+    for fold in (1, 2):
+        in_fold = [p for p in pairs if p.fold == fold]
+        same = [p for p in in_fold if p.same][:2]
+        different = [p for p in in_fold if not p.same][:2]
+        lines += [f"{p.name_a} {p.index_a} {p.index_b}" for p in same]
+        lines += [f"{p.name_a} {p.index_a} {p.name_b} {p.index_b}" for p in different]
+    base = tmp_path_factory.mktemp("tiny_lfw")
+    pairs_file = base / "pairs.txt"
+    pairs_file.write_text("\n".join(lines) + "\n")
+    root = base / "images"
+    chosen = read_pairs(pairs_file)
+    for pair in chosen:
+        for name, index in ((pair.name_a, pair.index_a), (pair.name_b, pair.index_b)):
+            link = root / name / f"{name}_{index:04d}.jpg"
+            if not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(lfw_dir / "images" / name / link.name)
+    # The first image of the last different pair is replaced by a broken file.
+    last = chosen[-1]
+    broken = root / last.name_a / f"{last.name_a}_{last.index_a:04d}.jpg"
+    broken.unlink()
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a real jpeg")
+    return pairs_file, root
+
+
+def test_lfw_pairs_and_folds(tiny_lfw, tmp_path):
+    pairs_file, root = tiny_lfw
+    pairs = protocols.lfw_pairs(pairs_file, root, "all")
+    assert pairs.same.tolist() == ([True] * 2 + [False] * 2) * 2
+    assert pairs.fold.tolist() == [1] * 4 + [2] * 4
+    assert len(set(pairs.images)) == len(pairs.images)
+    for i in range(8):
+        a, b = pairs.images[pairs.first[i]], pairs.images[pairs.second[i]]
+        assert (
+            pairs.identities[pairs.first[i]] == pairs.identities[pairs.second[i]]
+        ) == pairs.same[i]
+        assert a.parent.name == pairs.identities[pairs.first[i]] and b.is_file()
+    assert protocols.lfw_pairs(pairs_file, root, "2").fold.tolist() == [2] * 4
+    assert protocols.parse_folds("6-10", range(1, 11)) == [6, 7, 8, 9, 10]
+    assert protocols.parse_folds("1,3", range(1, 11)) == [1, 3]
+    with pytest.raises(FmrError, match="folds 1-2"):
+        protocols.lfw_pairs(pairs_file, root, "6-10")
+    with pytest.raises(DataError, match="--root"):
+        protocols.lfw_pairs(pairs_file, tmp_path, "all")
+
+
+@pytest.fixture(scope="module")
+def unmasked_eval(tiny_lfw, tmp_path_factory):
+    """`fmr eval --backbone dlib` on the tiny pair set: (output folder, argv, printed table)."""
+    pairs_file, root = tiny_lfw
+    out = tmp_path_factory.mktemp("eval")
+    argv = ["eval", "--pairs", str(pairs_file), "--root", str(root), "--folds", "all",
+            "--backbone", "dlib", "--out", str(out), "--workers", "1", "--quiet"]  # fmt: skip
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(argv) == 0
+    return out, argv, printed.getvalue()
+
+
+def test_eval_dlib_end_to_end(tiny_lfw, unmasked_eval):
+    pairs_file, root = tiny_lfw
+    out, _, table = unmasked_eval
+    assert "| dlib-resnet-v1 (dlib) |" in table
+    folder = out / "unmasked"
+    for name in ("metrics.json", "report.html", "roc.png", "scores.png", "angles.png"):
+        assert (folder / name).stat().st_size > 1000, name
+    report = json.loads((folder / "metrics.json").read_text())
+    assert report["protocol"]["folds"] == [1, 2] and report["protocol"]["n_pairs"] == 8
+    (entry,) = report["backbones"]
+    listed = entry["listed_pairs"]
+    pairs = protocols.lfw_pairs(pairs_file, root, "all")
+    broken = [i for i, path in enumerate(pairs.images) if path.stat().st_size < 100]
+    assert len(broken) == 1
+    with_broken = np.isin(pairs.first, broken) | np.isin(pairs.second, broken)
+    assert listed["n_pairs"] == 8 and listed["n_failed"] == with_broken.sum() >= 1
+    kfold = listed["kfold_accuracy"]
+    assert [f["fold"] for f in kfold["folds"]] == [1, 2]
+    assert kfold["mean"] == pytest.approx(np.mean([f["accuracy"] for f in kfold["folds"]]))
+    # The same numbers again from the cached embeddings, a failed pair scored -1 ("different").
+    cache = np.load(out / "cache" / "dlib" / "unmasked-center.npz")
+    rows = {p: i for i, p in enumerate(cache["paths"].tolist())}
+    emb = cache["embeddings"][[rows[str(p)] for p in pairs.images]]
+    scores = np.where(with_broken, -1.0, (emb[pairs.first] * emb[pairs.second]).sum(axis=1))
+    expected = kfold_accuracy(scores, pairs.same, folds=pairs.fold)
+    assert [f["accuracy"] for f in kfold["folds"]] == list(expected.accuracies)
+    assert [f["threshold"] for f in kfold["folds"]] == pytest.approx(expected.thresholds, abs=1e-6)
+    # dlib separates the clean listed pairs of LFW: every genuine above every impostor.
+    clean = ~with_broken
+    assert scores[clean & pairs.same].min() > scores[clean & ~pairs.same].max()
+    n = entry["all_pairs"]["n_images"]
+    assert n == len(pairs.images) - 1
+    assert entry["all_pairs"]["n_genuine"] + entry["all_pairs"]["n_impostor"] == n * (n - 1) // 2
+    assert [p["far_target"] for p in entry["all_pairs"]["tar_at_far"]] == [0.1, 0.01, 0.001, 0.0001]
+    card = json.loads((REPO_ROOT / "checkpoints" / "dlib_reference.json").read_text())
+    assert entry["calibrated"]["threshold"] == pytest.approx(card["calibration"]["threshold"])
+    (failure,) = entry["failed_images"]["gallery"]
+    assert "truncated or corrupt" in failure["reason"] or "not an image" in failure["reason"]
+
+
+def test_eval_rerun_reuses_the_cache(unmasked_eval, monkeypatch, capsys):
+    out, argv, _ = unmasked_eval
+    before = json.loads((out / "unmasked" / "metrics.json").read_text())["backbones"][0]
+
+    def no_embedding(task):
+        raise AssertionError(f"{task[0]} was embedded again")
+
+    monkeypatch.setattr(protocols, "_embed_one", no_embedding)
+    assert main(argv) == 0
+    capsys.readouterr()
+    again = json.loads((out / "unmasked" / "metrics.json").read_text())["backbones"][0]
+    assert again["listed_pairs"] == before["listed_pairs"]
+
+
+def test_eval_masked_second_reuses_the_unmasked_gallery(unmasked_eval, capsys):
+    masks = pytest.importorskip("fmr.masks", reason="synthetic masks not built yet")
+    out, argv, _ = unmasked_eval
+    cache = out / "cache" / "dlib"
+    unmasked = cache / "unmasked-center.npz"
+    stamp = unmasked.stat().st_mtime_ns
+    style = masks.MASK_STYLES[0]
+    workers = argv.index("--workers") + 1
+    masked_argv = [*argv[:workers], "2", *argv[workers + 1 :], "--mask-second", style]
+    assert main(masked_argv) == 0
+    capsys.readouterr()
+    assert unmasked.stat().st_mtime_ns == stamp  # the unmasked embeddings were reused as is
+    masked = np.load(cache / f"{style}-fmr-seed0-center.npz")
+    assert set(masked["mask"][masked["ok"]].tolist()) == {style}
+    report = json.loads((out / f"second-{style}-fmr-seed0" / "metrics.json").read_text())
+    assert report["condition"]["second"] == {
+        "masked": True, "style": style, "renderer": "fmr", "seed": 0
+    }  # fmt: skip
+    all_pairs = report["backbones"][0]["all_pairs"]
+    n = all_pairs["n_images"]
+    assert all_pairs["ordered"] and all_pairs["n_genuine"] + all_pairs["n_impostor"] == n * (n - 1)
+
+
+def test_calibrate_only_stores_the_calibration_in_the_card(
+    celeba_dir, lfw_dir, tmp_path, monkeypatch, capsys
+):
+    """`fmr eval --calibrate-only` on a tiny copy of the shared-data layout (3 CelebA people)."""
+    import shutil
+
+    import torch
+
+    from fmr.checkpoints import ModelCard, read_card, save_checkpoint
+    from fmr.models import create_model
+
+    data = tmp_path / "data"
+    for identity in sorted(p.name for p in (celeba_dir / "images").iterdir())[:3]:
+        folder = data / "celeba299" / "images" / identity
+        folder.mkdir(parents=True)
+        for photo in sorted((celeba_dir / "images" / identity).iterdir())[:3]:
+            (folder / photo.name).symlink_to(photo)
+    person = data / "lfw" / "images" / "Colin_Powell"
+    person.mkdir(parents=True)
+    (person / "Colin_Powell_0001.jpg").symlink_to(
+        lfw_dir / "images" / person.name / "Colin_Powell_0001.jpg"
+    )
+    (data / "lfw" / "pairs.txt").write_text(
+        "1 1\nColin_Powell 1 1\nColin_Powell 1 Colin_Powell 1\n"
+    )
+    monkeypatch.setenv("FMR_DATA_DIR", str(data))
+
+    torch.manual_seed(0)
+    card = ModelCard(name="r18-random", architecture="iresnet18")
+    checkpoint = save_checkpoint(tmp_path / "r18", create_model("iresnet18").eval(), card, "fp16")
+    out = tmp_path / "out"
+    argv = ["eval", "--checkpoint", str(checkpoint), "--calibrate-only", "--out", str(out),
+            "--workers", "1", "--quiet", "--target-far", "0.1"]  # fmt: skip
+    assert main(argv) == 0
+    assert "calibrated" in capsys.readouterr().err
+    calibration = read_card(checkpoint).calibration
+    assert calibration["target_far"] == 0.1
+    assert calibration["n_genuine"] + calibration["n_impostor"] <= 9 * 8 // 2
+    assert calibration["n_genuine"] >= 6  # three people with three photos (some may lack a face)
+    assert "validation split" in calibration["measured_on"]
+    assert not (out / "unmasked").exists()  # --calibrate-only evaluates nothing
+    shutil.rmtree(out)
+
+
+def test_committed_dlib_card_is_calibrated_on_validation_data():
+    card = json.loads((REPO_ROOT / "checkpoints" / "dlib_reference.json").read_text())
+    c = card["calibration"]
+    assert card["architecture"] == "dlib_resnet_v1" and card["embedding_size"] == 128
+    assert "validation split" in c["measured_on"] and "CelebA" in c["measured_on"]
+    assert c["n_impostor"] > 100_000  # all cross-identity pairs, not a listed handful
+    assert c["far"] <= c["target_far"] == 1e-3
+    assert c["inconclusive"]["low"] <= c["threshold"]
+    assert sum(c["histogram"]["genuine"]) == c["n_genuine"]
+    assert math.isclose(c["frr"] + next(
+        p["tar"] for p in c["operating_points"] if p["far_target"] == 1e-3
+    ), 1.0)  # fmt: skip
