@@ -1,0 +1,491 @@
+"""Checkpoint files: safetensors weights plus a JSON model card, self-describing.
+
+`save_checkpoint("runs/r50", model, card)` writes two files:
+
+- `runs/r50.safetensors`: the weights, with the card's JSON also embedded in the safetensors
+  metadata (key "fmr_card"), so the weights file alone is enough to load the model;
+- `runs/r50.json`: the same card, human-readable; when present it takes precedence (it is
+  where `update_card` and `fmr eval --calibrate` store thresholds and metrics).
+
+Storage (`card.storage`):
+- fp32: weights as trained.
+- fp16: floating-point weights as fp16; BN statistics, biases, PReLU slopes and other 1-D
+  tensors stay fp32 (they are small, and BN variances lose most from rounding).
+- int8: conv and linear weights quantised symmetrically per output channel (int8 values and an
+  fp16 scale per output channel, stored as "<name>.int8_scale"); other 2-D or larger tensors
+  fp16, 1-D ones fp32. Expanded back to fp32 at load time; only the file is smaller.
+
+`load_checkpoint` also reads insightface `backbone.pth` state dicts (IResNet 18-200): the
+architecture is inferred from the number of blocks per stage, and the card notes
+insightface's input convention (RGB, (x/255 - 0.5) / 0.5, 112x112), which is fmr's own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fmr.errors import CheckpointError
+
+CARD_METADATA_KEY = "fmr_card"
+STORAGE_KINDS = ("fp32", "fp16", "int8")
+INT8_SCALE_SUFFIX = ".int8_scale"
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")  # torch.save files: insightface state dicts
+INSIGHTFACE_NOTE = (
+    "Converted from an insightface backbone.pth state dict. insightface's input convention: "
+    "RGB, 112x112 crops aligned to the ArcFace 5-point template, (x/255 - 0.5) / 0.5 (fmr's own)."
+)
+
+
+@dataclass
+class ModelCard:
+    """What a checkpoint is and how to feed it. JSON-serialisable via to_dict / from_dict.
+
+    training: data, loss, schedule... as the training run recorded them.
+    metrics: evaluation results (e.g. {"lfw_masked": {"accuracy": ...}}).
+    calibration: verification thresholds (cosine and angle) and the FAR they were set at.
+    storage: how the weights file stores them: fp32 | fp16 | int8 (per-output-channel scale).
+    """
+
+    name: str
+    architecture: str
+    embedding_size: int = 512
+    input_size: int = 112
+    input_normalisation: str = "(x/255 - 0.5) / 0.5"
+    channel_order: str = "RGB"
+    storage: str = "fp16"
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
+    notes: str = ""
+    licence: str = ""
+    created: str = ""
+    fmr_version: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelCard:
+        """Builds a card from a dict; unknown keys (from a newer fmr) are ignored. Raises
+        ValueError when `name` or `architecture` is missing or a field has the wrong type."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a model card is a JSON object, got {type(data).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        missing = [name for name in ("name", "architecture") if name not in data]
+        if missing:
+            raise ValueError(f"the model card lacks {', '.join(missing)}")
+        values = {key: value for key, value in data.items() if key in known}
+        for key, value in values.items():
+            expected = {"training": dict, "metrics": dict, "calibration": dict}.get(key)
+            if expected is None:
+                expected = int if key in ("embedding_size", "input_size") else str
+            if not isinstance(value, expected) or isinstance(value, bool):
+                raise ValueError(f"model card field {key!r} should be {expected.__name__}")
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A loaded checkpoint: `model` in eval mode, fp32, on the requested device."""
+
+    model: nn.Module
+    card: ModelCard
+    path: Path
+
+
+# ---------------------------------------------------------------------------------------------
+# paths
+
+
+def _weights_path(path: str | Path) -> Path:
+    """<path>.safetensors for a base path, the path itself when it already ends so."""
+    path = Path(path)
+    return path if path.suffix == ".safetensors" else Path(f"{path}.safetensors")
+
+
+def _card_path(weights: Path) -> Path:
+    return weights.with_suffix(".json")
+
+
+def _resolve(path: str | Path) -> Path:
+    """The weights file a user means: the path itself, or <path>.safetensors, or the
+    .safetensors beside a card .json."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        if path.suffix == ".json" and path.with_suffix(".safetensors").is_file():
+            return path.with_suffix(".safetensors")
+        return path
+    with_suffix = Path(f"{path}.safetensors")
+    if with_suffix.is_file():
+        return with_suffix
+    if path.is_dir():
+        raise CheckpointError(
+            f"{path} is a folder, not a checkpoint file: give the .safetensors file written by "
+            "fmr (or an insightface backbone.pth)"
+        )
+    raise CheckpointError(
+        f"checkpoint {path} not found: give the .safetensors file written by fmr (or an "
+        "insightface backbone.pth)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# saving
+
+
+def _quantisable_names(model: nn.Module) -> set[str]:
+    """State-dict names of conv and linear weights (int8 candidates)."""
+    names = set()
+    for module_name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            names.add(f"{module_name}.weight" if module_name else "weight")
+    return names
+
+
+def quantise_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: weight (O, ...) fp32 -> (int8 values (O, ...),
+    fp16 scales (O,)) with weight ~= values * scale[:, None, ...]."""
+    flat = weight.detach().float().reshape(weight.shape[0], -1)
+    scale = (flat.abs().amax(dim=1) / 127.0).clamp(min=1e-7).half()
+    # quantise with the scale as stored (fp16), so the rounding error stays within half a step
+    values = torch.round(flat / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
+    return values.reshape(weight.shape), scale
+
+
+def dequantise_int8(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    shape = (-1,) + (1,) * (values.ndim - 1)
+    return values.float() * scale.float().reshape(shape)
+
+
+def _stored_tensors(model: nn.Module, storage: str) -> dict[str, torch.Tensor]:
+    quantisable = _quantisable_names(model) if storage == "int8" else set()
+    tensors: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        if not tensor.is_floating_point() or storage == "fp32":
+            tensors[name] = tensor.contiguous()
+        elif name in quantisable:
+            tensors[name], tensors[name + INT8_SCALE_SUFFIX] = quantise_int8(tensor)
+        elif tensor.ndim >= 2:
+            tensors[name] = tensor.half().contiguous()
+        else:
+            tensors[name] = tensor.float().contiguous()
+    return tensors
+
+
+def _write_atomically(path: Path, write) -> None:
+    """write(tmp_path) then rename over `path`, so a crash never leaves half a file."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _write_card(card_path: Path, card: ModelCard) -> None:
+    _write_atomically(card_path, lambda tmp: tmp.write_text(card.to_json(), encoding="utf-8"))
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, card: ModelCard, storage: str = "fp16"
+) -> Path:
+    """Writes <path>.safetensors (weights + embedded card) and <path>.json (the card).
+
+    `path` may end in .safetensors or be a base name. `card.storage` is set to `storage`,
+    `card.created` (UTC, ISO 8601) and `card.fmr_version` are filled in when empty, and
+    `card.embedding_size` / `card.input_size` from the model when it has those attributes.
+    Returns the .safetensors path.
+    """
+    from safetensors.torch import save_file
+
+    from fmr import __version__
+
+    if storage not in STORAGE_KINDS:
+        raise ValueError(f"storage must be one of {', '.join(STORAGE_KINDS)}, got {storage!r}")
+    card = dataclasses.replace(card, storage=storage)
+    card.created = card.created or datetime.now(UTC).isoformat(timespec="seconds")
+    card.fmr_version = card.fmr_version or __version__
+    card.embedding_size = int(getattr(model, "embedding_size", card.embedding_size))
+    card.input_size = int(getattr(model, "input_size", card.input_size))
+    weights = _weights_path(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tensors = _stored_tensors(model, storage)
+    metadata = {"format": "pt", CARD_METADATA_KEY: json.dumps(card.to_dict())}
+    _write_atomically(weights, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    _write_card(_card_path(weights), card)
+    return weights
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def _read_card_json(card_path: Path) -> ModelCard:
+    try:
+        return ModelCard.from_dict(json.loads(card_path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise CheckpointError(
+            f"model card {card_path} is not valid ({exc}); fix or delete it (the card embedded "
+            "in the .safetensors file is used when the .json is absent)"
+        ) from None
+
+
+def _read_safetensors(weights: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as reader:
+            metadata = reader.metadata() or {}
+            tensors = {key: reader.get_tensor(key) for key in reader.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{weights} is not a readable safetensors file ({exc}); it may be truncated or "
+            "not a checkpoint: re-copy it or save it again with fmr"
+        ) from None
+    return tensors, metadata
+
+
+def _expand_stored(tensors: dict[str, torch.Tensor], weights: Path) -> dict[str, torch.Tensor]:
+    """int8 weights and their scales -> fp32 weights; everything floating -> fp32."""
+    state = {}
+    for name, tensor in tensors.items():
+        if name.endswith(INT8_SCALE_SUFFIX):
+            continue
+        scale = tensors.get(name + INT8_SCALE_SUFFIX)
+        if scale is not None:
+            if tensor.dtype != torch.int8 or scale.shape != tensor.shape[:1]:
+                raise CheckpointError(
+                    f"{weights}: int8 weight {name} and its scale do not match "
+                    f"({tuple(tensor.shape)} {tensor.dtype}, scale {tuple(scale.shape)})"
+                )
+            tensor = dequantise_int8(tensor, scale)
+        elif tensor.is_floating_point():
+            tensor = tensor.float()
+        state[name] = tensor
+    return state
+
+
+def _load_safetensors(weights: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    tensors, metadata = _read_safetensors(weights)
+    card_path = _card_path(weights)
+    if card_path.is_file():
+        card = _read_card_json(card_path)
+    elif CARD_METADATA_KEY in metadata:
+        try:
+            card = ModelCard.from_dict(json.loads(metadata[CARD_METADATA_KEY]))
+        except (json.JSONDecodeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{weights}: the model card in its metadata is not valid ({exc}); put a valid "
+                f"card in {card_path.name} beside it"
+            ) from None
+    else:
+        raise CheckpointError(
+            f"{weights} has no fmr model card (neither {card_path.name} beside it nor "
+            f"'{CARD_METADATA_KEY}' in its metadata), so fmr does not know its architecture; "
+            "save it with fmr.checkpoints.save_checkpoint"
+        )
+    return _expand_stored(tensors, weights), card
+
+
+def _unwrap_state_dict(obj, path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from what torch.load returned: plain, or under 'state_dict' / 'model',
+    with DataParallel's 'module.' prefix removed."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "backbone"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    ):
+        raise CheckpointError(
+            f"{path} is not a state dict of tensors: fmr reads insightface backbone.pth files "
+            "saved with torch.save(model.state_dict(), ...)"
+        )
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def infer_iresnet(state: dict[str, torch.Tensor], path: Path) -> tuple[str, int]:
+    """Architecture name and embedding size of an insightface IResNet state dict, from the
+    number of blocks in each of layer1..4 and the shape of fc.weight."""
+    from fmr.models.iresnet import IRESNET_LAYERS
+
+    blocks = [set() for _ in range(4)]
+    for key in state:
+        match = re.match(r"layer([1-4])\.(\d+)\.", key)
+        if match:
+            blocks[int(match.group(1)) - 1].add(int(match.group(2)))
+    layers = tuple(len(b) for b in blocks)
+    by_layers = {v: k for k, v in IRESNET_LAYERS.items()}
+    fc = state.get("fc.weight")
+    if layers not in by_layers or fc is None or fc.ndim != 2:
+        raise CheckpointError(
+            f"{path} does not look like an insightface IResNet state dict: found blocks per "
+            f"stage {list(layers)}{'' if fc is not None else ' and no fc.weight'}; fmr expects "
+            "the keys conv1, bn1, prelu, layer1..4.N.*, bn2, fc, features with blocks per stage "
+            + ", ".join(f"r{d} {list(v)}" for d, v in IRESNET_LAYERS.items())
+        )
+    return f"iresnet{by_layers[layers]}", int(fc.shape[0])
+
+
+def _load_torch_state(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"{path} could not be read as a PyTorch state dict ({str(exc).splitlines()[0]}); "
+            "it may be truncated, or a pickled model object rather than model.state_dict(). "
+            "fmr reads .safetensors checkpoints it wrote and insightface backbone.pth files"
+        ) from None
+    except Exception as exc:  # the unpickler raises several unrelated types on foreign files
+        raise CheckpointError(
+            f"{path} is not a PyTorch state dict ({type(exc).__name__}); fmr reads "
+            ".safetensors checkpoints it wrote and insightface backbone.pth files"
+        ) from None
+    state = _unwrap_state_dict(obj, path)
+    architecture, embedding_size = infer_iresnet(state, path)
+    card_path = path.with_suffix(".json")
+    if card_path.is_file():
+        card = _read_card_json(card_path)
+        if card.architecture != architecture:
+            raise CheckpointError(
+                f"{card_path} says {card.architecture} but {path} holds an {architecture}; "
+                "fix or delete the card"
+            )
+    else:
+        card = ModelCard(
+            name=path.stem,
+            architecture=architecture,
+            embedding_size=embedding_size,
+            storage="fp32" if state["fc.weight"].dtype == torch.float32 else "fp16",
+            notes=INSIGHTFACE_NOTE,
+            licence="see the source of the insightface weights",
+        )
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return state, card
+
+
+def _build_model(state: dict[str, torch.Tensor], card: ModelCard, path: Path) -> nn.Module:
+    from fmr.models import create_model, list_models
+
+    if card.architecture not in list_models():
+        raise CheckpointError(
+            f"{path}: architecture {card.architecture!r} is not one fmr knows "
+            f"({', '.join(list_models())}); is this checkpoint from a newer fmr?"
+        )
+    model = create_model(
+        card.architecture, embedding_size=card.embedding_size, input_size=card.input_size
+    )
+    expected = model.state_dict()
+    # num_batches_tracked is bookkeeping that older insightface files lack
+    optional = {k for k in expected if k.endswith("num_batches_tracked")}
+    missing = sorted(set(expected) - set(state) - optional)
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+
+        detail = "; ".join(
+            part
+            for part in (missing and f"missing {few(missing)}",
+                         unexpected and f"unexpected {few(unexpected)}")
+            if part
+        )
+        raise CheckpointError(
+            f"{path}: its weights do not fit {card.architecture} ({detail}); the file's model "
+            "card and its weights disagree, or the file comes from another model"
+        )
+    for name, tensor in state.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(
+                f"{path}: weight {name} has shape {tuple(tensor.shape)} but {card.architecture} "
+                f"(embedding size {card.embedding_size}) expects {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Loads an fmr .safetensors checkpoint or an insightface backbone.pth.
+
+    path: the .safetensors file, its base name (without suffix) or its .json card; or a .pth /
+    .pt state dict. Returns the model in eval mode, fp32, on `device`, with its card. Raises
+    CheckpointError, naming the file and what fmr expected, for anything it cannot load.
+    """
+    weights = _resolve(path)
+    if weights.suffix == ".safetensors":
+        state, card = _load_safetensors(weights)
+    elif weights.suffix in TORCH_SUFFIXES:
+        state, card = _load_torch_state(weights)
+    else:
+        hint = " (ONNX files run under onnxruntime, not fmr.load_checkpoint)" if (
+            weights.suffix == ".onnx") else ""
+        raise CheckpointError(
+            f"{weights}: fmr loads .safetensors checkpoints (written by fmr) and insightface "
+            f"backbone.pth state dicts, not '{weights.suffix or 'no suffix'}' files{hint}"
+        )
+    model = _build_model(state, card, weights)
+    return LoadedCheckpoint(model.to(device).eval(), card, weights)
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """The card of a checkpoint without loading its weights (cheap)."""
+    weights = _resolve(path)
+    card_path = _card_path(weights)
+    if card_path.is_file() and card_path != weights:
+        return _read_card_json(card_path)
+    if weights.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import safe_open
+
+        try:
+            with safe_open(str(weights), framework="pt") as reader:
+                metadata = reader.metadata() or {}
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{weights} is not a readable safetensors file ({exc})") from None
+        if CARD_METADATA_KEY in metadata:
+            try:
+                return ModelCard.from_dict(json.loads(metadata[CARD_METADATA_KEY]))
+            except (json.JSONDecodeError, ValueError) as exc:
+                raise CheckpointError(f"{weights}: invalid embedded model card ({exc})") from None
+    if weights.suffix in TORCH_SUFFIXES:
+        return _load_torch_state(weights)[1]
+    return load_checkpoint(weights).card
+
+
+def update_card(path: str | Path, **fields) -> ModelCard:
+    """Sets card fields (e.g. calibration={...}, metrics={...}) and rewrites the card: the .json
+    beside the weights and, for .safetensors, the metadata copy inside it (the weights are
+    rewritten byte for byte). A field given replaces the old value (merge dicts before calling).
+    For an insightface .pth the card goes to a .json beside it. Returns the new card."""
+    known = {f.name for f in dataclasses.fields(ModelCard)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ValueError(f"unknown model card fields: {', '.join(unknown)}")
+    weights = _resolve(path)
+    card = dataclasses.replace(read_card(weights), **fields)
+    card = ModelCard.from_dict(card.to_dict())  # type-checks the new values
+    if weights.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        tensors, metadata = _read_safetensors(weights)
+        metadata = {**metadata, CARD_METADATA_KEY: json.dumps(card.to_dict())}
+        _write_atomically(weights, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    _write_card(_card_path(weights), card)
+    return card
