@@ -113,21 +113,19 @@ def _specs(args) -> tuple[list[str], list[dict]]:
     return specs, missing
 
 
-def _check_style(style: str | None) -> None:
-    if style is None:
-        return
+def _canonical_style(style: str | None) -> str | None:
+    """The mask style's canonical name ("n95" -> "N95"), "random", or None."""
+    if style is None or style == "random":
+        return style
     from fmr.errors import FmrError
 
     try:
-        from fmr.masks import MASK_STYLES
+        from fmr.masks import canonical_style
     except ImportError as exc:
         raise FmrError(
             "synthetic masks (fmr.masks) are not available in this installation"
         ) from exc
-    if style != "random" and style not in MASK_STYLES:
-        raise FmrError(
-            f"unknown mask style {style!r}; choose one of {', '.join(MASK_STYLES)} or random"
-        )
+    return canonical_style(style)
 
 
 def _calibrate(args, specs, out) -> None:
@@ -165,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
         raise FmrError(
             f"--target-far {args.target_far}: a false accept rate between 0 and 1, e.g. 1e-3"
         )
-    _check_style(args.mask_second)
-    _check_style(args.mask_first)
+    args.mask_second = _canonical_style(args.mask_second)
+    args.mask_first = _canonical_style(args.mask_first)
     out = Path(args.out)
     specs, missing = _specs(args)
     if not specs:

@@ -263,7 +263,7 @@ def _embed_one(task: tuple[Path, Sequence[str], str]) -> tuple[dict[str, np.ndar
 
                 style = str(rng.choice(list(EVAL_STYLES)))
             image, face, _ = mask_and_redetect(
-                image, face, style, renderer=condition.renderer, rng=rng
+                image, face, style, renderer=condition.renderer, rng=rng, name=label
             )
         vectors = {spec: _worker["embedders"][spec].embed_face(image, face) for spec in specs}
         return vectors, "", style

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmr.errors import CheckpointError, FmrError
+from fmr.errors import CheckpointError, FaceError, FmrError
 from fmr.faces.detect import Face, detect_faces
 from fmr.faces.io import load_image, source_name
 from fmr.faces.policy import select_face
@@ -59,6 +59,7 @@ def mask_and_redetect(
     renderer: str = "fmr",
     rng: np.random.Generator | int | None = None,
     min_face_size: int = 20,
+    name: str = "image",
 ) -> tuple[np.ndarray, Face, dict]:
     """Draw a synthetic mask on `face` and find the face again in the masked photo.
 
@@ -69,7 +70,10 @@ def mask_and_redetect(
     """
     from fmr.masks import mask_face
 
-    masked, info = mask_face(image, face, style, rng, renderer=renderer)
+    try:
+        masked, info = mask_face(image, face, style, rng, renderer=renderer)
+    except FaceError as exc:  # the mask code does not know the file's name
+        raise FaceError(f"{name}: cannot draw a {style} mask ({exc})") from exc
     info = dict(info)
     if face.source == "template":  # an aligned crop: its face is where the template says
         info["redetected"] = False
@@ -113,7 +117,13 @@ def prepare_face(
     info = None
     if mask:
         image, face, info = mask_and_redetect(
-            image, face, mask, renderer=mask_renderer, rng=seed, min_face_size=min_face_size
+            image,
+            face,
+            mask,
+            renderer=mask_renderer,
+            rng=seed,
+            min_face_size=min_face_size,
+            name=label,
         )
     return PreparedFace(label, image, face, len(faces), info)
 
