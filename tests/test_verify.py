@@ -235,6 +235,21 @@ def test_verify_pair_api_with_arrays_and_a_calibrated_checkpoint(
     assert r["threshold"] == calibration["threshold"]
 
 
+def test_insightface_backbone_pth_loads_with_its_input_convention(random_checkpoint, tmp_path):
+    import torch
+
+    from fmr.verify import load_backbone
+
+    ours = load_backbone(str(random_checkpoint))
+    pth = tmp_path / "backbone.pth"
+    torch.save(ours.model.state_dict(), pth)  # insightface's arcface_torch key names
+    theirs = load_backbone(str(pth))
+    assert theirs.family == "iresnet" and theirs.embedding_size == 512
+    assert "(x/255 - 0.5) / 0.5" in theirs.card.notes
+    crops = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
+    assert theirs.embed_aligned(crops) == pytest.approx(ours.embed_aligned(crops), abs=1e-5)
+
+
 def test_checkpoint_lookup_prefers_shipped_then_newest_run(
     random_checkpoint, tmp_path, monkeypatch
 ):
