@@ -139,7 +139,7 @@ def test_eval_rerun_reuses_the_cache(unmasked_eval, monkeypatch, capsys):
     assert again["listed_pairs"] == before["listed_pairs"]
 
 
-def test_eval_masked_second_reuses_the_unmasked_gallery(unmasked_eval, capsys):
+def test_eval_masked_second_reuses_the_unmasked_gallery(tiny_lfw, unmasked_eval, capsys):
     masks = pytest.importorskip("fmr.masks", reason="synthetic masks not built yet")
     out, argv, _ = unmasked_eval
     cache = out / "cache" / "dlib"
@@ -157,9 +157,15 @@ def test_eval_masked_second_reuses_the_unmasked_gallery(unmasked_eval, capsys):
     assert report["condition"]["second"] == {
         "masked": True, "style": style, "renderer": "fmr", "seed": 0
     }  # fmt: skip
+    # Only the second photos are masked and embedded again: the probes of all-pairs metrics.
+    pairs = protocols.lfw_pairs(*tiny_lfw, "all")
+    second_photos = {str(pairs.images[i]) for i in pairs.second}
+    assert set(masked["paths"].tolist()) == second_photos
     all_pairs = report["backbones"][0]["all_pairs"]
-    n = all_pairs["n_images"]
-    assert all_pairs["ordered"] and all_pairs["n_genuine"] + all_pairs["n_impostor"] == n * (n - 1)
+    n, probes = all_pairs["n_images"], all_pairs["n_probes"]
+    assert probes == masked["ok"].sum() and all_pairs["ordered"]
+    # every probe against every gallery image but its own unmasked self
+    assert all_pairs["n_genuine"] + all_pairs["n_impostor"] == probes * (n - 1)
 
 
 def test_calibrate_only_stores_the_calibration_in_the_card(

@@ -212,6 +212,28 @@ def test_all_pair_scores_matches_brute_force():
     assert np.sort(genuine) == pytest.approx(np.sort([s for s, same in brute if same]), abs=1e-6)
 
 
+def test_all_pair_scores_with_a_subset_of_probes():
+    rng = np.random.default_rng(5)
+    gallery = rng.normal(size=(9, 4))
+    ids = np.array(list("aaabbbccd"))
+    probes = rng.normal(size=(3, 4))
+    probe_ids, probe_rows = np.array(["a", "c", "e"]), np.array([1, 7, -1])
+    genuine, impostor = m.all_pair_scores(
+        gallery, ids, probes, probe_identities=probe_ids, probe_rows=probe_rows
+    )
+    brute = [
+        (probes[i] @ gallery[j], probe_ids[i] == ids[j])
+        for i in range(3)
+        for j in range(9)
+        if j != probe_rows[i]
+    ]
+    assert genuine.size == 2 + 1 and impostor.size == 8 + 8 + 9 - 3
+    assert np.sort(genuine) == pytest.approx(np.sort([s for s, same in brute if same]), abs=1e-5)
+    assert np.sort(impostor) == pytest.approx(
+        np.sort([s for s, same in brute if not same]), abs=1e-5
+    )
+
+
 # ----------------------------------------------------------------------------- calibration
 @pytest.fixture(scope="module")
 def calibration():
@@ -279,6 +301,16 @@ def test_leave_one_out_centre_angles_hand_computed():
     e3 = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     angles = leave_one_out_centre_angles(e3, e3, ["a", "a", "a"])
     assert angles[0] == pytest.approx(90.0) and angles[1] == pytest.approx(45.0)
+
+
+def test_leave_one_out_centre_angles_for_a_subset_of_probes():
+    gallery = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    probes = np.array([[1.0, 0.0], [0.0, 1.0]])
+    angles = leave_one_out_centre_angles(
+        probes, gallery, ["a", "a", "b"], probe_identities=["a", "b"], probe_rows=[0, -1]
+    )
+    # probe 0 is gallery row 0 (left out): centre = gallery row 1; probe 1 is new: centre row 2.
+    assert angles == pytest.approx([90.0, 45.0])
 
 
 def test_angles_to_centres():

@@ -176,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
         if args.calibrate_only:
             return 0
 
+    import numpy as np
+
     from fmr.eval.protocols import Condition, embed_images, lfw_pairs, pair_metrics
     from fmr.eval.report import summary_table, write_report
     from fmr.settings import data_dir
@@ -202,7 +204,13 @@ def run(args: argparse.Namespace) -> int:
         "progress": not args.quiet,
     }
     gallery = embed_images(pairs.images, specs, first, **common)
-    probe = gallery if second == first else embed_images(pairs.images, specs, second, **common)
+    if second == first:
+        probe = gallery
+    else:
+        # Probes: the second photos of the pairs (each once), in the second photo's condition.
+        rows = np.unique(pairs.second)
+        part = embed_images([pairs.images[i] for i in rows], specs, second, **common)
+        probe = {spec: table.scatter(rows, len(pairs.images)) for spec, table in part.items()}
 
     parts = [f"first-{first.key}"] if first.style else []
     parts += [f"second-{second.key}"] if second.style else []

@@ -44,24 +44,42 @@ def angles_to_centres(
 
 
 def leave_one_out_centre_angles(
-    probe: np.ndarray, gallery: np.ndarray, identities, min_images: int = 2
+    probe: np.ndarray,
+    gallery: np.ndarray,
+    identities,
+    min_images: int = 2,
+    *,
+    probe_identities=None,
+    probe_rows=None,
 ) -> np.ndarray:
     """Angle in degrees between each probe embedding and its identity's centre, estimated from
     the gallery embeddings of the identity's other images.
 
-    probe, gallery: (N, D) embeddings of the same N images (the same array for one condition;
-    e.g. masked probes and unmasked gallery otherwise). identities: (N,). Identities with fewer
-    than `min_images` images get NaN (there is no other image to form a centre).
+    gallery: (N, D) embeddings with `identities` (N,). probe: (M, D); without
+    `probe_identities` the probes are the same N images (the same array for one condition,
+    e.g. masked probes of an unmasked gallery otherwise); with it, `probe_identities` (M,)
+    labels them and `probe_rows` (M,) gives each probe's own gallery row (-1: none), which
+    is left out of its centre. Probes whose identity has fewer than `min_images` gallery
+    images besides their own get NaN.
     """
-    _, codes = np.unique(np.asarray(identities), return_inverse=True)
-    codes = codes.reshape(-1)
+    gallery_ids = np.asarray(identities).reshape(-1)
+    if probe_identities is None:
+        probe_ids, rows = gallery_ids, np.arange(gallery_ids.size)
+    else:
+        probe_ids = np.asarray(probe_identities).reshape(-1)
+        rows = np.full(probe_ids.size, -1) if probe_rows is None else np.asarray(probe_rows)
+    _, codes = np.unique(np.concatenate([gallery_ids, probe_ids]), return_inverse=True)
+    gallery_codes, probe_codes = codes[: gallery_ids.size], codes[gallery_ids.size :]
     g = _unit_rows(gallery)
-    sums = np.zeros((codes.max() + 1, g.shape[1])) if codes.size else np.zeros((0, g.shape[1]))
-    np.add.at(sums, codes, g)
-    counts = np.bincount(codes, minlength=sums.shape[0])
-    others = sums[codes] - g
+    sums = np.zeros((int(codes.max()) + 1 if codes.size else 0, g.shape[1]))
+    np.add.at(sums, gallery_codes, g)
+    counts = np.bincount(gallery_codes, minlength=sums.shape[0])
+    own = rows >= 0
+    others = sums[probe_codes]
+    others[own] -= g[rows[own]]
+    remaining = counts[probe_codes] - own
     angles = cosine_to_degrees((_unit_rows(probe) * _unit_rows(others)).sum(axis=1))
-    angles[counts[codes] < min_images] = np.nan
+    angles[remaining < min_images - 1] = np.nan
     return angles
 
 

@@ -334,40 +334,58 @@ def all_pair_scores(
     identities,
     probe_embeddings: np.ndarray | None = None,
     *,
+    probe_identities=None,
+    probe_rows=None,
     block_size: int = 2048,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Genuine and impostor cosine scores over all pairs of a set of images.
 
-    embeddings: (N, D) unit-norm rows, one per image; identities: (N,) labels (any hashable).
-    Without `probe_embeddings`, every unordered pair {i, j} (i < j) is scored once. With
-    `probe_embeddings` (N, D), the same N images in another condition (say masked), every
-    ordered pair (probe i, gallery j) with i != j is scored: a masked probe against the
-    unmasked gallery, never an image against itself. Same identity -> genuine, otherwise
-    impostor. Works in row blocks of `block_size` with one matrix product each.
+    embeddings: (N, D) unit-norm rows, one per image (the gallery); identities: (N,) labels.
+    Without `probe_embeddings`, every unordered pair {i, j} (i < j) is scored once.
+    With `probe_embeddings` (M, D), images in another condition (say masked): every ordered
+    pair (probe, gallery image) is scored, except a probe against its own gallery image.
+    Without `probe_identities` the probes are the same N images in the same order; otherwise
+    `probe_identities` (M,) labels them and `probe_rows` (M,) gives each probe's own gallery
+    row (-1 when it has none). Same identity -> genuine, otherwise impostor.
+    Works in row blocks of `block_size`, one matrix product each.
     Returns (genuine, impostor) float32 arrays.
     """
     gallery = np.ascontiguousarray(embeddings, dtype=np.float32)
-    probes = (
-        gallery if probe_embeddings is None else np.ascontiguousarray(probe_embeddings, np.float32)
-    )
-    if probes.shape != gallery.shape:
-        raise ValueError(f"probe embeddings {probes.shape} do not match gallery {gallery.shape}")
-    _, codes = np.unique(np.asarray(identities), return_inverse=True)
-    codes = codes.reshape(-1)
-    if codes.size != gallery.shape[0]:
-        raise ValueError(f"{gallery.shape[0]} embeddings but {codes.size} identities")
+    gallery_ids = np.asarray(identities).reshape(-1)
     n = gallery.shape[0]
+    if gallery_ids.size != n:
+        raise ValueError(f"{n} embeddings but {gallery_ids.size} identities")
+    if probe_embeddings is None:
+        probes, probe_ids, own_row = gallery, gallery_ids, np.arange(n)
+    else:
+        probes = np.ascontiguousarray(probe_embeddings, dtype=np.float32)
+        if probe_identities is None:
+            probe_ids, own_row = gallery_ids, np.arange(n)
+        else:
+            probe_ids = np.asarray(probe_identities).reshape(-1)
+            rows = np.full(probe_ids.size, -1) if probe_rows is None else probe_rows
+            own_row = np.asarray(rows).reshape(-1)
+        if (
+            not probes.shape[0] == probe_ids.size == own_row.size
+            or probes.shape[1:] != gallery.shape[1:]
+        ):
+            raise ValueError(
+                f"probe embeddings {probes.shape}, {probe_ids.size} probe identities and "
+                f"{own_row.size} rows do not match each other or the gallery {gallery.shape}"
+            )
+    _, codes = np.unique(np.concatenate([gallery_ids, probe_ids]), return_inverse=True)
+    gallery_codes, probe_codes = codes[:n], codes[n:]
     columns = np.arange(n)
     genuine_parts, impostor_parts = [], []
-    for start in range(0, n, block_size):
-        stop = min(n, start + block_size)
-        rows = np.arange(start, stop)
+    for start in range(0, probes.shape[0], block_size):
+        stop = min(probes.shape[0], start + block_size)
+        rows = own_row[start:stop]
         scores = probes[start:stop] @ gallery.T
         if probe_embeddings is None:
             keep = columns[None, :] > rows[:, None]
         else:
             keep = columns[None, :] != rows[:, None]
-        same = codes[start:stop, None] == codes[None, :]
+        same = probe_codes[start:stop, None] == gallery_codes[None, :]
         genuine_parts.append(scores[keep & same])
         impostor_parts.append(scores[keep & ~same])
     empty = np.zeros(0, np.float32)

@@ -185,11 +185,23 @@ class EmbeddingTable:
     masks: list[str] = field(default_factory=list)
 
     def failures(self, paths: Sequence[Path]) -> list[dict]:
+        """The images that failed, with the reason (rows never embedded are not failures)."""
         return [
             {"image": str(path), "reason": reason}
             for path, ok, reason in zip(paths, self.ok, self.reasons, strict=True)
-            if not ok
+            if not ok and reason
         ]
+
+    def scatter(self, rows: np.ndarray, size: int) -> EmbeddingTable:
+        """This table's entries placed at `rows` of a table of `size` images; the other rows
+        are not embedded (ok False, no reason)."""
+        embeddings = np.zeros((size, self.embeddings.shape[1]), np.float32)
+        ok = np.zeros(size, dtype=bool)
+        reasons, masks = [""] * size, [""] * size
+        embeddings[rows], ok[rows] = self.embeddings, self.ok
+        for row, reason, mask in zip(rows, self.reasons, self.masks, strict=True):
+            reasons[row], masks[row] = reason, mask
+        return EmbeddingTable(embeddings, ok, reasons, masks)
 
 
 def image_seed(seed: int, path: Path, root: Path | None) -> int:
@@ -436,10 +448,11 @@ def pair_metrics(
     """Every metric of one backbone on `pairs`.
 
     gallery: embeddings of all images in the first photo's condition; probe: in the second
-    photo's condition (the same table when both are unmasked). The listed pairs compare
-    gallery[first] with probe[second]. All-pairs metrics score every image pair (probe i vs
-    gallery j, i != j; each unordered pair once when same_condition). calibration: the card's,
-    to report how its threshold does on this data.
+    photo's condition (the same table when both conditions are the same; otherwise at least
+    every second photo of a pair is embedded). The listed pairs compare gallery[first] with
+    probe[second]. All-pairs metrics score each unordered pair of images once when
+    same_condition, else every embedded probe against every gallery image but its own.
+    calibration: the card's, to report how its threshold does on this data.
     """
     ok_pairs = gallery.ok[pairs.first] & probe.ok[pairs.second]
     scores = np.einsum("ij,ij->i", gallery.embeddings[pairs.first], probe.embeddings[pairs.second])
@@ -463,17 +476,33 @@ def pair_metrics(
         eer, eer_threshold = metrics.equal_error_rate(listed_genuine, listed_impostor)
         listed.update(eer=eer, eer_threshold=eer_threshold)
 
-    both_ok = gallery.ok & probe.ok
-    ids = np.asarray(pairs.identities)[both_ok]
-    genuine, impostor = metrics.all_pair_scores(
-        gallery.embeddings[both_ok], ids, None if same_condition else probe.embeddings[both_ok]
-    )
+    identities = np.asarray(pairs.identities)
+    gallery_rows = np.flatnonzero(gallery.ok)
+    gallery_set = (gallery.embeddings[gallery_rows], identities[gallery_rows])
+    if same_condition:
+        genuine, impostor = metrics.all_pair_scores(*gallery_set)
+        centre = angle_stats.leave_one_out_centre_angles(gallery_set[0], *gallery_set)
+        probe_rows = gallery_rows
+    else:
+        # Masked probes (the images embedded in the probe condition) against the gallery.
+        probe_rows = np.flatnonzero(probe.ok)
+        position = np.full(len(pairs.images), -1)
+        position[gallery_rows] = np.arange(gallery_rows.size)
+        which = {"probe_identities": identities[probe_rows], "probe_rows": position[probe_rows]}
+        probe_embeddings = probe.embeddings[probe_rows]
+        genuine, impostor = metrics.all_pair_scores(*gallery_set, probe_embeddings, **which)
+        centre = angle_stats.leave_one_out_centre_angles(probe_embeddings, *gallery_set, **which)
     all_pairs: dict = {
-        "n_images": int(both_ok.sum()),
-        "n_identities": int(np.unique(ids).size),
+        "n_images": int(gallery_rows.size),
+        "n_probes": int(probe_rows.size),
+        "n_identities": int(np.unique(identities[gallery_rows]).size),
         "n_genuine": int(genuine.size),
         "n_impostor": int(impostor.size),
         "ordered": not same_condition,
+        "pairs": "every unordered pair of the evaluation images"
+        if same_condition
+        else "every probe (second-photo condition) against every gallery image (first-photo "
+        "condition) but its own",
     }
     if genuine.size and impostor.size:
         eer, eer_threshold = metrics.equal_error_rate(genuine, impostor)
@@ -492,9 +521,6 @@ def pair_metrics(
                 metrics.cosine_to_degrees(impostor)
             ),
         )
-    centre = angle_stats.leave_one_out_centre_angles(
-        probe.embeddings[both_ok], gallery.embeddings[both_ok], ids
-    )
     centre = centre[~np.isnan(centre)]
     angles = {
         "to_identity_centre_deg": metrics.angle_statistics(centre),
