@@ -438,56 +438,58 @@ def key_colours(image: np.ndarray, key_points, skin: np.ndarray, radius: int = 2
     return np.concatenate(colours)
 
 
-def ensure_visible(lit: np.ndarray, roi: np.ndarray, alpha: np.ndarray, points) -> np.ndarray:
-    """Make the mask colours `lit` (h, w, 3) lighter or darker, as little as needed, so that at
-    every key point (local pixels, (K, 2)) the blended result differs from the photo `roi` by at
-    least MIN_CONTRAST / 2 (mean absolute difference summed over channels, 3x3 pixels).
+def ensure_visible(lit: np.ndarray, total: np.ndarray, roi: np.ndarray, points) -> np.ndarray:
+    """Make the mask lighter or darker, as little as needed, so that at every key point (local
+    pixels, (K, 2)) the result differs from the photo `roi` by at least MIN_CONTRAST / 2 (mean
+    absolute difference summed over channels, 3x3 pixels).
 
-    The colour guard already keeps the body colour away from the skin; this catches the rest
-    (a part such as a filter or a dark pattern stripe landing on a dark mouth corner).
+    `lit` (h, w, 3) is the mask's colour premultiplied by its coverage `total` (h, w, 1). The
+    colour guard already keeps the body colour away from the skin; this catches the rest (a
+    part such as a filter, or a dark pattern stripe, landing on a dark mouth corner).
     """
-    h, w = alpha.shape
+    h, w = total.shape[:2]
     windows = []
     for px, py in np.asarray(points, dtype=np.float64).reshape(-1, 2):
         cx, cy = int(round(px)), int(round(py))
-        if 1 <= cx < w - 1 and 1 <= cy < h - 1 and alpha[cy, cx] > 0.5:
+        if 1 <= cx < w - 1 and 1 <= cy < h - 1 and total[cy, cx, 0] > 0.5:
             windows.append((slice(cy - 1, cy + 2), slice(cx - 1, cx + 2)))
     if not windows:
         return lit
 
-    def weakest(colours):
-        return min(
-            float((np.abs(colours[r, c] - roi[r, c]) * alpha[r, c][..., None]).sum(-1).mean())
-            for r, c in windows
-        )
+    def weakest(k: float, lighter: bool) -> float:
+        result = np.inf
+        for r, c in windows:
+            colour, cover = lit[r, c], total[r, c]
+            colour = colour + (255 * cover - colour) * k if lighter else colour * (1 - k)
+            change = colour - roi[r, c] * cover  # blended minus photo
+            result = min(result, float(np.abs(change).sum(-1).mean()))
+        return result
 
-    if weakest(lit) >= MIN_CONTRAST / 2:
+    if weakest(0.0, False) >= MIN_CONTRAST / 2:
         return lit
     for k in np.linspace(0.1, 0.9, 9):
-        for candidate in (lit * (1 - k), lit + (255 - lit) * k):
-            if weakest(candidate) >= MIN_CONTRAST / 2:
-                return candidate
-    return lit + (255 - lit) * 0.9
+        for lighter in (False, True):
+            if weakest(k, lighter) >= MIN_CONTRAST / 2:
+                return lit + (255 * total - lit) * k if lighter else lit * (1 - k)
+    return lit + (255 * total - lit) * 0.9
 
 
 def guard_contrast(colour: np.ndarray, references: np.ndarray, gain: np.ndarray) -> np.ndarray:
     """A colour (3,) moved lighter or darker until, lit by `gain` (3,), it differs by at least
-    MIN_CONTRAST from every reference colour (R, 3); unchanged when it already does."""
+    MIN_CONTRAST from every reference colour (R, 3); unchanged when it already does.
 
-    def distance(c):
-        return float(np.linalg.norm(references - c * gain, axis=1).min())
-
-    if distance(colour) >= MIN_CONTRAST:
-        return colour
-    steps = np.linspace(0.08, 1.0, 12)
-    candidates = []
-    for k in steps:
-        candidates.append(colour * (1 - k))  # darker
-        candidates.append(colour + (255 - colour) * k)  # lighter
-    for c in candidates:  # ordered by the size of the change
-        if distance(c) >= MIN_CONTRAST:
-            return c.astype(np.float32)
-    return max(candidates, key=distance).astype(np.float32)
+    Candidates are tried in order of the size of the change; when none is far enough, the one
+    farthest from the references is used.
+    """
+    steps = np.linspace(0.08, 1.0, 12, dtype=np.float32)[:, None]
+    candidates = np.concatenate([
+        colour[None].astype(np.float32),
+        np.stack([colour * (1 - steps), colour + (255 - colour) * steps], axis=1).reshape(-1, 3),
+    ])
+    lit = candidates * gain
+    distance = np.sqrt(((lit[:, None, :] - references[None]) ** 2).sum(-1)).min(1)
+    ok = np.flatnonzero(distance >= MIN_CONTRAST)
+    return candidates[ok[0] if ok.size else int(distance.argmax())].astype(np.float32)
 
 
 def body_albedo(options: MaskOptions, u, v, base, secondary, xp=np):
@@ -518,45 +520,52 @@ def composite(
     body = layers.alpha > 0.5
     if not body.any():
         raise FaceError("the mask would fall outside the image (is the face mostly cut off?)")
+    skin_pixels = roi[body][::5]
 
     # White point: a white mask is no brighter than the photo's own highlights.
-    step = max(1, int(max(image.shape[:2]) // 160))
+    step = max(1, int(max(image.shape[:2]) // 96))
     small = image[::step, ::step].astype(np.float32)
     white = float(np.percentile(luminance(small), 99.5))
     exposure = float(np.clip(white / 236.0, 0.35, 1.0))
     mean_rgb = small.reshape(-1, 3).mean(0) + 1.0
     cast = np.clip((mean_rgb / mean_rgb.mean()) ** 0.35, 0.88, 1.12).astype(np.float32)
-    # The face's own light and shadow, blurred past its features.
-    sigma = max(1.0, 0.45 * layers.unit)
-    blurred = cv2.GaussianBlur(lum, (0, 0), sigma)
-    face_level = float(np.median(blurred[body])) + 1.0
-    light = np.clip((blurred + 1.0) / face_level, 0.5, 1.4) ** 0.7
+    gain = (exposure * cast).astype(np.float32)
+    # The face's own light and shadow, blurred past its features (on a small copy: cheap).
+    factor = max(1, int(layers.unit * 0.15))
+    small_lum = cv2.resize(lum, (max(1, w // factor), max(1, h // factor)),
+                           interpolation=cv2.INTER_AREA)
+    small_lum = cv2.GaussianBlur(small_lum, (0, 0), max(0.8, 0.45 * layers.unit / factor))
+    blurred = cv2.resize(small_lum, (w, h), interpolation=cv2.INTER_LINEAR)
+    face_level = float(blurred[body].mean()) + 1.0
+    light = np.clip((blurred + 1.0) * (1.0 / face_level), 0.5, 1.4) ** 0.7
 
-    gain = exposure * cast
-    references = key_colours(image, key_points, np.median(roi[body], axis=0))
+    references = key_colours(image, key_points, np.median(skin_pixels, axis=0))
     base = guard_contrast(options.rgb, references, gain)
     secondary = guard_contrast(options.secondary, references, gain)
     guarded = bool(np.abs(base - options.rgb).max() > 0.5)
 
-    albedo = body_albedo(options, layers.u, layers.v, base, secondary)
     shade = layers.shade
     if layers.grain > 0:
-        shade = shade * (1 + layers.grain * rng.standard_normal(shade.shape).astype(np.float32))
-    body_rgb = albedo * shade[..., None]
+        shade = shade * (1 + layers.grain * rng.standard_normal(shade.shape, np.float32))
     a_over = layers.over_alpha
     a_body = layers.alpha * (1 - a_over)
-    total = a_body + a_over
-    colour = (body_rgb * a_body[..., None] + layers.over_rgb * a_over[..., None]) / np.maximum(
-        total, 1e-4
-    )[..., None]
-    lit = colour * gain * light[..., None]
+    total = (a_body + a_over)[..., None]
+    if options.pattern == "plain" or options.pattern_weight == 0:
+        premultiplied = (shade * a_body)[..., None] * base.astype(np.float32)
+    else:
+        premultiplied = body_albedo(options, layers.u, layers.v, base, secondary) * (
+            shade * a_body)[..., None]
+    premultiplied += layers.over_rgb * a_over[..., None]
+    lit = premultiplied * (light[..., None] * gain)
     # Grain like the photo's own (median absolute deviation from a 3x3 blur).
-    noise = 1.4826 * float(np.median(np.abs(lum - cv2.blur(lum, (3, 3))))) * 1.3
+    sample = lum[::2, ::2]
+    noise = 1.4826 * float(np.median(np.abs(sample - cv2.blur(sample, (3, 3))))) * 1.3
     if noise > 0.3:
-        lit = lit + rng.standard_normal(lit.shape[:2]).astype(np.float32)[..., None] * min(noise, 8)
-    lit = np.clip(lit, 0, 255)
+        lit += (rng.standard_normal((h, w), np.float32) * min(noise, 8.0))[..., None] * total
+    lit = np.clip(lit, 0, None)
+    np.minimum(lit, 255.0 * total, out=lit)
     if key_points is not None:
-        lit = ensure_visible(lit, roi, total, np.asarray(key_points) - (x0, y0))
-    blended = roi * (1 - total[..., None]) + lit * total[..., None]
-    out[y0 : y0 + h, x0 : x0 + w] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+        lit = ensure_visible(lit, total, roi, np.asarray(key_points) - (x0, y0))
+    blended = roi * (1 - total) + lit
+    out[y0 : y0 + h, x0 : x0 + w] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
     return out, {"contrast_guard": guarded, "parts": ", ".join(layers.parts)}
