@@ -16,7 +16,7 @@ import numpy as np
 
 from fmr.eval.metrics import cosine_to_degrees, score_histogram
 
-ANGLE_BINS = 90  # 2-degree bins over [0, 180]
+ANGLE_BINS = 90  # 2-degree bins over [0, 180] by default
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -83,9 +83,10 @@ def leave_one_out_centre_angles(
     return angles
 
 
-def angle_histogram(angles_deg) -> dict:
-    """Counts of angles in 2-degree bins over [0, 180]: {"edges_deg", "counts"} (NaN dropped)."""
+def angle_histogram(angles_deg, max_deg: float = 180.0) -> dict:
+    """Counts of angles in `ANGLE_BINS` equal bins over [0, max_deg] (NaN dropped; larger angles
+    land in the last bin): {"edges_deg", "counts"}."""
     angles = np.asarray(angles_deg, dtype=np.float64).reshape(-1)
     angles = angles[~np.isnan(angles)]
-    counts, edges = score_histogram(angles, ANGLE_BINS, (0.0, 180.0))
-    return {"edges_deg": edges.tolist(), "counts": counts.tolist()}
+    counts, edges = score_histogram(angles, ANGLE_BINS, (0.0, float(max_deg)))
+    return {"edges_deg": edges.round(4).tolist(), "counts": counts.tolist()}

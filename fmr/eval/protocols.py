@@ -431,9 +431,19 @@ def _embedding_size(cache: dict, spec: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _distribution(scores: np.ndarray) -> dict:
-    counts, edges = metrics.score_histogram(scores, 100, (-1.0, 1.0))
+def _distribution(scores: np.ndarray, value_range: tuple[float, float]) -> dict:
+    counts, edges = metrics.score_histogram(scores, 100, value_range)
     return {"edges": edges.round(4).tolist(), "counts": counts.tolist()}
+
+
+def _ranges(*score_sets: np.ndarray) -> tuple[tuple[float, float], float]:
+    """Histogram ranges that fit the scores: (lowest score rounded down to 0.05, 1), and the
+    largest angle rounded up to 10 degrees. Backbones differ a lot (dlib's scores sit in
+    0.6-1), so fixed [-1, 1] bins would squeeze some into a few bars."""
+    lowest = min((float(s.min()) for s in score_sets if s.size), default=-1.0)
+    low = max(-1.0, np.floor(lowest / 0.05) * 0.05)
+    max_angle = min(180.0, np.ceil(float(metrics.cosine_to_degrees(low)) / 10) * 10)
+    return (float(low), 1.0), float(max_angle)
 
 
 def pair_metrics(
@@ -467,8 +477,6 @@ def pair_metrics(
         "failed_pairs_scored_as": FAILED_PAIR_SCORE,
         "kfold_accuracy": kfold.to_dict(),
         "eer": None,
-        "genuine_scores": _distribution(listed_genuine),
-        "impostor_scores": _distribution(listed_impostor),
         "genuine_angles_deg": metrics.angle_statistics(metrics.cosine_to_degrees(listed_genuine)),
         "impostor_angles_deg": metrics.angle_statistics(metrics.cosine_to_degrees(listed_impostor)),
     }
@@ -504,6 +512,9 @@ def pair_metrics(
         else "every probe (second-photo condition) against every gallery image (first-photo "
         "condition) but its own",
     }
+    score_range, max_angle = _ranges(listed_genuine, listed_impostor, genuine, impostor)
+    listed["genuine_scores"] = _distribution(listed_genuine, score_range)
+    listed["impostor_scores"] = _distribution(listed_impostor, score_range)
     if genuine.size and impostor.size:
         eer, eer_threshold = metrics.equal_error_rate(genuine, impostor)
         roc = metrics.roc_at_far(genuine, impostor)
@@ -512,19 +523,21 @@ def pair_metrics(
             eer_threshold=eer_threshold,
             tar_at_far=[p.to_dict() for p in metrics.tar_at_far(genuine, impostor, far_targets)],
             roc={k: v.tolist() for k, v in roc.items()},
-            genuine_scores=_distribution(genuine),
-            impostor_scores=_distribution(impostor),
+            genuine_scores=_distribution(genuine, score_range),
+            impostor_scores=_distribution(impostor, score_range),
             genuine_angles_deg=metrics.angle_statistics(metrics.cosine_to_degrees(genuine)),
             impostor_angles_deg=metrics.angle_statistics(metrics.cosine_to_degrees(impostor)),
-            genuine_angle_histogram=angle_stats.angle_histogram(metrics.cosine_to_degrees(genuine)),
+            genuine_angle_histogram=angle_stats.angle_histogram(
+                metrics.cosine_to_degrees(genuine), max_angle
+            ),
             impostor_angle_histogram=angle_stats.angle_histogram(
-                metrics.cosine_to_degrees(impostor)
+                metrics.cosine_to_degrees(impostor), max_angle
             ),
         )
     centre = centre[~np.isnan(centre)]
     angles = {
         "to_identity_centre_deg": metrics.angle_statistics(centre),
-        "to_identity_centre_histogram": angle_stats.angle_histogram(centre),
+        "to_identity_centre_histogram": angle_stats.angle_histogram(centre, max_angle),
         "centre": "mean gallery embedding of the identity's other images (leave-one-out)",
     }
     result = {"listed_pairs": listed, "all_pairs": all_pairs, "angles": angles}

@@ -166,7 +166,7 @@ def _plotly_figures(report: dict) -> list:
         template="plotly_white",
         height=300 * len(entries),
     )
-    angles.update_xaxes(title_text="angle (degrees)", range=[0, 180])
+    angles.update_xaxes(title_text="angle (degrees)")
     figures.append(angles)
 
     folds = go.Figure()
@@ -229,7 +229,7 @@ def write_pngs(report: dict, out_dir: Path) -> list[Path]:
         xlabel="false accept rate (log scale)",
         ylabel="true accept rate",
         ylim=(0, 1.01),
-        title=f"ROC, all pairs ({condition})",
+        title=f"ROC, all pairs\n{condition}",
     )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
@@ -297,8 +297,8 @@ def write_pngs(report: dict, out_dir: Path) -> list[Path]:
             ax.set_ylabel("share")
             ax.legend(fontsize=7)
         fig.suptitle(
-            f"{'Similarity' if kind == 'scores' else 'Angle'} distributions ({condition})",
-            fontsize=10,
+            f"{'Similarity' if kind == 'scores' else 'Angle'} distributions\n{condition}",
+            fontsize=9,
         )
         fig.tight_layout()
         written.append(out_dir / f"{kind}.png")
