@@ -1,0 +1,251 @@
+"""Evaluation-pair scores the app ships: one small JSON file per backbone in assets/eval_scores/.
+
+The ArcFace angles page draws genuine and impostor distributions, a live threshold table and
+ROC curves for each backbone on the evaluation pairs (LFW View-2 folds 6-10), unmasked and with
+the second photo masked. Those numbers come from `fmr eval --out DIR`; this module turns such
+a folder into compact files the repository can carry (tens of KB each):
+
+    fmr eval --backbone dlib --out runs/eval-dlib
+    fmr eval --backbone dlib --mask-second surgical --mask-renderer warp --out runs/eval-dlib
+    python -m fmr.app.eval_scores runs/eval-dlib          # writes assets/eval_scores/dlib.json
+
+Per condition a file keeps the cosine scores of the listed pairs (1,500 same-person and 1,500
+different-person pairs, exact, rounded to 1e-5), and from metrics.json the k-fold accuracy and
+TAR at FAR over all pairs of the evaluation images (millions of impostor pairs: the only way
+to measure FAR 1e-4). The listed scores are re-read from the embedding cache `fmr eval` left in
+DIR/cache; nothing is recomputed when the cache is complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fmr.settings import REPO_ROOT
+
+FORMAT_VERSION = 1
+SCORE_DECIMALS = 5
+
+
+def scores_dir() -> Path:
+    """Where the app looks for score files (assets/eval_scores/ in the repository)."""
+    return REPO_ROOT / "assets" / "eval_scores"
+
+
+@dataclass(frozen=True)
+class ConditionScores:
+    """Scores of one backbone in one condition. genuine, impostor: (G,), (I,) float64 cosine
+    scores of the listed pairs whose faces were found. summary: k-fold accuracy, all-pairs TAR
+    at FAR and counts, as stored."""
+
+    key: str
+    label: str
+    genuine: np.ndarray
+    impostor: np.ndarray
+    summary: dict
+
+    @property
+    def masked(self) -> bool:
+        return self.key != "unmasked"
+
+
+@dataclass(frozen=True)
+class BackboneScores:
+    """Every condition of one backbone (the contents of one score file)."""
+
+    backbone: str
+    name: str
+    protocol: str
+    source: str
+    conditions: dict[str, ConditionScores]
+
+
+def load_scores(folder: Path | None = None) -> dict[str, BackboneScores]:
+    """backbone family -> its scores, for every readable file in `folder` (default
+    `scores_dir()`). Unreadable files are skipped; `score_file_problems` says why."""
+    folder = scores_dir() if folder is None else Path(folder)
+    found: dict[str, BackboneScores] = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            scores = _parse(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        found[scores.backbone] = scores
+    return found
+
+
+def score_file_problems(folder: Path | None = None) -> list[str]:
+    """One line per score file that cannot be read (for a note in the page)."""
+    folder = scores_dir() if folder is None else Path(folder)
+    problems = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            _parse(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{path}: not a score file fmr can read ({exc})")
+    return problems
+
+
+def _parse(data: dict) -> BackboneScores:
+    if data.get("format") != FORMAT_VERSION:
+        raise ValueError(f"format {data.get('format')!r}, expected {FORMAT_VERSION}")
+    conditions = {}
+    for key, entry in data["conditions"].items():
+        conditions[key] = ConditionScores(
+            key=key,
+            label=str(entry["label"]),
+            genuine=np.asarray(entry["genuine"], dtype=np.float64),
+            impostor=np.asarray(entry["impostor"], dtype=np.float64),
+            summary=dict(entry.get("summary", {})),
+        )
+    if not conditions:
+        raise ValueError("no conditions")
+    return BackboneScores(
+        backbone=str(data["backbone"]),
+        name=str(data.get("name", data["backbone"])),
+        protocol=str(data.get("protocol", "")),
+        source=str(data.get("source", "")),
+        conditions=conditions,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Building score files from `fmr eval --out DIR`
+# --------------------------------------------------------------------------------------------
+
+
+def _condition(entry: dict):
+    from fmr.eval.protocols import Condition
+
+    if not entry.get("masked"):
+        return Condition()
+    return Condition(entry["style"], entry.get("renderer", "fmr"), int(entry.get("seed", 0)))
+
+
+def _spec(entry: dict) -> str:
+    """The backbone spec `fmr eval` cached embeddings under ("dlib" or the checkpoint path)."""
+    return "dlib" if entry["backbone"] == "dlib" else str(entry["checkpoint"])
+
+
+def _summary(entry: dict) -> dict:
+    listed, all_pairs = entry["listed_pairs"], entry.get("all_pairs", {})
+    return {
+        "kfold_accuracy": {
+            "mean": listed["kfold_accuracy"]["mean"],
+            "std": listed["kfold_accuracy"]["std"],
+        },
+        "listed_failed": listed.get("n_failed", 0),
+        "all_pairs": {
+            key: all_pairs[key]
+            for key in ("n_images", "n_identities", "n_genuine", "n_impostor", "eer", "tar_at_far")
+            if key in all_pairs
+        },
+    }
+
+
+def build_scores(eval_dir: str | Path, progress: bool = True) -> dict[str, dict]:
+    """Score-file contents (backbone family -> JSON dict) from an `fmr eval --out` folder.
+
+    Reads every `<condition>/metrics.json` in `eval_dir` and the embedding cache beside them.
+    Raises `DataError` when the folder holds no metrics.
+    """
+    from fmr.errors import DataError
+    from fmr.eval.protocols import embed_images, lfw_pairs
+
+    eval_dir = Path(eval_dir)
+    reports = sorted(eval_dir.glob("*/metrics.json"))
+    if not reports:
+        raise DataError(
+            f"{eval_dir}: no <condition>/metrics.json inside; run `fmr eval --out {eval_dir}` first"
+        )
+    files: dict[str, dict] = {}
+    for report_path in reports:
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+        protocol = report["protocol"]
+        pairs = lfw_pairs(
+            protocol["pairs_file"], protocol["root"], [int(f) for f in protocol["folds"]]
+        )
+        first = _condition(report["condition"]["first"])
+        second = _condition(report["condition"]["second"])
+        for entry in report["backbones"]:
+            spec = _spec(entry)
+            common = {
+                "cache_dir": eval_dir / "cache",
+                "policy": protocol.get("multi_face", "center"),
+                "root": pairs.root,
+                "progress": progress,
+            }
+            gallery = embed_images(pairs.images, [spec], first, **common)[spec]
+            probe = gallery if second == first else embed_images(
+                pairs.images, [spec], second, **common
+            )[spec]
+            ok = gallery.ok[pairs.first] & probe.ok[pairs.second]
+            scores = np.einsum(
+                "ij,ij->i", gallery.embeddings[pairs.first], probe.embeddings[pairs.second]
+            ).astype(np.float64)
+            genuine = np.round(scores[pairs.same & ok], SCORE_DECIMALS)
+            impostor = np.round(scores[~pairs.same & ok], SCORE_DECIMALS)
+            family = entry["backbone"]
+            data = files.setdefault(
+                family,
+                {
+                    "format": FORMAT_VERSION,
+                    "backbone": family,
+                    "name": entry.get("name", family),
+                    "architecture": entry.get("architecture", ""),
+                    "protocol": protocol["description"],
+                    "source": f"fmr eval --out {eval_dir} (fmr {report.get('fmr_version', '?')},"
+                    f" {report.get('created', '')})",
+                    "conditions": {},
+                },
+            )
+            data["conditions"][report["condition"]["name"]] = {
+                "label": report["condition"]["label"],
+                "genuine": genuine.tolist(),
+                "impostor": impostor.tolist(),
+                "summary": _summary(entry),
+            }
+    return files
+
+
+def write_scores(files: dict[str, dict], out_dir: str | Path | None = None) -> list[Path]:
+    """Write each backbone's score file as `<out_dir>/<family>.json`; returns the paths."""
+    out_dir = scores_dir() if out_dir is None else Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for family, data in files.items():
+        path = out_dir / f"{family}.json"
+        path.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fmr.app.eval_scores",
+        description="Turn `fmr eval --out DIR` results into the app's score files "
+        "(assets/eval_scores/<backbone>.json).",
+    )
+    parser.add_argument("eval_dir", help="the --out folder of one or more `fmr eval` runs")
+    parser.add_argument("--out", help=f"output folder (default {scores_dir()})")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    from fmr.errors import FmrError
+
+    try:
+        written = write_scores(build_scores(args.eval_dir, not args.quiet), args.out)
+    except FmrError as exc:
+        print(f"fmr.app.eval_scores: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

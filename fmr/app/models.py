@@ -1,0 +1,180 @@
+"""Which backbones the app can use, and loading them once per server process.
+
+`backbone_inventory()` is cheap (it reads model cards only) and says, for every family fmr
+knows, which checkpoint would be used or why there is none. `loaded_models()` loads every
+available backbone once (`st.cache_resource`, with a spinner the first time) and warms up the
+face detector, so the first comparison a user asks for does not pay for it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from fmr.verify import FAMILIES, Embedder
+from fmr.verify.lookup import DISPLAY_NAMES, available_backbones, dlib_card_path, missing_reason
+
+FAMILY_TITLES = {"iresnet": "IResNet", "ressanet": "ResSaNet", "dlib": "dlib reference"}
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """One backbone family as the app reports it.
+
+    path: the checkpoint `load_backbone(family)` would use, None when missing; reason: why it
+    is missing and what to do (None when present); card: the model card as a dict ({} when
+    missing).
+    """
+
+    family: str
+    path: str | None
+    reason: str | None
+    card: dict = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return FAMILY_TITLES.get(self.family, DISPLAY_NAMES.get(self.family, self.family))
+
+    @property
+    def available(self) -> bool:
+        return self.path is not None
+
+
+def _read_card(family: str, path: str | None) -> dict:
+    """The model card of a found checkpoint as a dict ({} when it cannot be read)."""
+    if path is None:
+        return {}
+    try:
+        if family == "dlib":
+            card_file = dlib_card_path()
+            return json.loads(card_file.read_text()) if card_file.is_file() else {}
+        from fmr.verify.lookup import read_card
+
+        return read_card(path)
+    except Exception:  # a broken card shows up when the model loads; the list still renders
+        return {}
+
+
+def backbone_inventory() -> list[BackboneInfo]:
+    """Every family fmr knows (IResNet, ResSaNet, dlib), found or not, in that order."""
+    found = available_backbones()
+    return [
+        BackboneInfo(
+            family,
+            found.get(family),
+            None if found.get(family) else (missing_reason(family) or "not found"),
+            _read_card(family, found.get(family)),
+        )
+        for family in FAMILIES
+    ]
+
+
+def _signature() -> tuple:
+    """What the loaded models depend on: checkpoint paths, their and the dlib card's mtimes.
+
+    A retrained or newly shipped checkpoint (or a different FMR_CHECKPOINT_DIR) changes it, so
+    the cache loads the new models instead of serving stale ones.
+    """
+
+    def mtime(path: str | Path | None) -> float:
+        try:
+            return Path(path).stat().st_mtime if path else 0.0
+        except OSError:
+            return 0.0
+
+    found = available_backbones()
+    card = dlib_card_path()
+    return tuple((f, found.get(f), mtime(found.get(f))) for f in FAMILIES) + (
+        (str(card), mtime(card)),
+    )
+
+
+@dataclass
+class LoadedModels:
+    """embedders: loaded backbones in FAMILIES order; missing: [{"backbone", "reason"}]."""
+
+    embedders: list[Embedder]
+    missing: list[dict]
+
+    def by_family(self, family: str) -> Embedder | None:
+        return next((e for e in self.embedders if e.family == family), None)
+
+
+def _warm_up(embedders: list[Embedder]) -> None:
+    """Load the detector and landmark models and run each network once on a dummy input."""
+    from fmr.faces.detect import detect_faces
+    from fmr.faces.landmarks import shape_predictor
+
+    detect_faces(np.full((96, 96, 3), 127, np.uint8))
+    shape_predictor(68)
+    for embedder in embedders:
+        if embedder.family != "dlib":
+            embedder.embed_aligned(np.full((1, 112, 112, 3), 127, np.uint8))
+
+
+@st.cache_resource(show_spinner="Loading the face models (once per server start)...")
+def _load_models(signature: tuple) -> LoadedModels:
+    from fmr.verify import load_backbone
+
+    embedders, missing = [], []
+    for family, path, _ in signature[: len(FAMILIES)]:
+        if path is None:
+            missing.append({"backbone": family, "reason": missing_reason(family) or "not found"})
+            continue
+        try:
+            embedders.append(load_backbone(family))
+        except Exception as exc:  # a broken checkpoint: say so, keep the others
+            missing.append({"backbone": family, "reason": f"{path}: could not be loaded ({exc})"})
+    _warm_up(embedders)
+    return LoadedModels(embedders, missing)
+
+
+def loaded_models() -> LoadedModels:
+    """Every available backbone, loaded once per server process (and per checkpoint set)."""
+    return _load_models(_signature())
+
+
+def missing_note(missing: list[dict]) -> str | None:
+    """One markdown paragraph saying which backbones are missing and how to get them."""
+    if not missing:
+        return None
+    lines = [
+        f"- **{FAMILY_TITLES.get(m['backbone'], m['backbone'])}** is not loaded: {m['reason']}"
+        for m in missing
+    ]
+    return "Not every backbone is available, so results show only the others.\n\n" + "\n".join(
+        lines
+    )
+
+
+def accuracy_lines(card: dict) -> list[str]:
+    """Measured accuracies recorded in a model card's `metrics`, as "where: 97.12%" lines.
+
+    Cards from train.py nest them (metrics.validation.unmasked.accuracy ...); any "accuracy"
+    or "mean" number in the tree is reported with the path that leads to it.
+    """
+    lines: list[str] = []
+
+    def walk(node, path: list[str]) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("accuracy", "mean") and isinstance(value, (int, float)):
+                    lines.append(f"{' / '.join(path) or 'accuracy'}: {value * 100:.2f}%")
+                elif key not in ("selected",):
+                    walk(value, [*path, str(key)])
+
+    walk(card.get("metrics") or {}, [])
+    return lines
+
+
+def training_data(card: dict) -> str:
+    """What the model was trained on, in a few words (from the card's `training`)."""
+    training = card.get("training") or {}
+    data = training.get("data")
+    if isinstance(data, dict):
+        data = data.get("description") or ", ".join(f"{k}: {v}" for k, v in data.items())
+    return str(data or training.get("source") or "not recorded")

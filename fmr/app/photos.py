@@ -1,0 +1,270 @@
+"""Photo inputs and the per-photo work the pages share, cached per photo.
+
+A photo comes from an upload, the camera, or a sample. Decoding and face detection run once
+per photo (`detect_photo`), a synthetic mask once per photo, face and mask options
+(`prepare_face`), and each backbone's embedding once per prepared face (`embed_prepared`):
+moving a slider elsewhere on the page recomputes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from fmr.errors import FaceError
+from fmr.faces.detect import Face
+
+ACCEPTED_TYPES = ["jpg", "jpeg", "png", "webp"]
+DEFAULT_COLOUR = "the style's usual"
+
+
+@dataclass(frozen=True)
+class PhotoInput:
+    """A photo the user gave: name (for messages), its file bytes, and where it came from
+    ("upload", "camera" or "sample")."""
+
+    name: str
+    data: bytes
+    origin: str
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha1(self.data).hexdigest()
+
+
+def sample_input(path: Path) -> PhotoInput:
+    """A sample photo as an input (named "person/file.jpg")."""
+    return PhotoInput(f"{path.parent.name}/{path.name}", path.read_bytes(), "sample")
+
+
+def photo_input(
+    side: str, label: str, sample: Path | None = None, camera: bool = True
+) -> PhotoInput | None:
+    """Upload (key `upload_<side>`), optional camera (toggle `camera_on_<side>`, widget
+    `camera_<side>`); an upload wins over the camera, which wins over `sample`."""
+    upload = st.file_uploader(
+        label,
+        type=ACCEPTED_TYPES,
+        key=f"upload_{side}",
+        help="JPEG, PNG or WebP. The photo stays on this server, in memory only.",
+    )
+    shot = None
+    if camera and st.toggle("Use the camera", key=f"camera_on_{side}"):
+        shot = st.camera_input(f"Take {label.lower()}", key=f"camera_{side}")
+    if upload is not None:
+        return PhotoInput(upload.name, upload.getvalue(), "upload")
+    if shot is not None:
+        return PhotoInput(f"camera photo {side.upper()}", shot.getvalue(), "camera")
+    if sample is not None:
+        return sample_input(sample)
+    return None
+
+
+@dataclass
+class DetectedPhoto:
+    """A decoded photo and its faces, largest first. image: RGB uint8 (H, W, 3)."""
+
+    name: str
+    image: np.ndarray
+    faces: list[Face]
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def detect_photo(data: bytes, name: str) -> DetectedPhoto:
+    """Decode and detect (cached per photo). Raises FaceError with a message naming `name` for
+    unreadable, truncated or oversized files."""
+    from fmr.faces import detect_faces, load_image
+
+    image = load_image(data, name=name)
+    faces = sorted(detect_faces(image), key=lambda f: f.area, reverse=True)
+    return DetectedPhoto(name, image, faces)
+
+
+def no_face_message(name: str) -> str:
+    return (
+        f"{name}: no face found. Use a photo where the face is visible, roughly frontal and "
+        "at least 20 pixels wide."
+    )
+
+
+def face_picker(photo: DetectedPhoto, side: str, label: str) -> int:
+    """Index of the face to use: 0 (the largest) unless the photo has several and the user
+    picks another (selectbox `face_<side>`, numbered like the boxes on the photo)."""
+    count = len(photo.faces)
+    if count < 2:
+        return 0
+    choice = st.selectbox(
+        f"{count} faces in {label}: which one?",
+        list(range(count)),
+        format_func=lambda i: f"face {i + 1}" + (" (largest)" if i == 0 else ""),
+        key=f"face_{side}",
+    )
+    return min(int(choice or 0), count - 1)
+
+
+@dataclass(frozen=True)
+class MaskChoice:
+    """Synthetic mask options: style (fmr.masks.MASK_STYLES), colour name or None for the
+    style's usual, coverage in [0, 1] or None, pattern or None, renderer, seed."""
+
+    style: str
+    colour: str | None = None
+    coverage: float | None = None
+    pattern: str | None = None
+    renderer: str = "fmr"
+    seed: int = 0
+
+    def key(self) -> tuple:
+        return (self.style, self.colour, self.coverage, self.pattern, self.renderer, self.seed)
+
+
+def mask_controls(side: str, label: str) -> MaskChoice | None:
+    """A toggle (`mask_on_<side>`) and, when on, style / colour / coverage widgets."""
+    from fmr.masks import COLOURS, MASK_STYLES
+
+    if not st.toggle(f"Add a synthetic mask to {label}", key=f"mask_on_{side}"):
+        return None
+    style_col, colour_col, coverage_col = st.columns(3)
+    style = style_col.selectbox("Mask style", MASK_STYLES, key=f"mask_style_{side}")
+    colour = colour_col.selectbox(
+        "Colour", [DEFAULT_COLOUR, *COLOURS], key=f"mask_colour_{side}"
+    )
+    coverage = coverage_col.slider(
+        "Coverage",
+        0.0,
+        1.0,
+        0.7,
+        0.05,
+        key=f"mask_coverage_{side}",
+        help="How high the mask sits on the nose: 0 just above the nose tip, 1 just below "
+        "the eyes.",
+    )
+    return MaskChoice(style, None if colour == DEFAULT_COLOUR else colour, float(coverage))
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def masked_photo(data: bytes, name: str, face_index: int, mask_key: tuple):
+    """`masked_copy` of face `face_index` of a photo (cached per photo, face and options)."""
+    photo = detect_photo(data, name)
+    return masked_copy(photo.image, photo.faces[face_index], MaskChoice(*mask_key))
+
+
+@dataclass
+class PreparedFace:
+    """The face a backbone embeds: image (masked when asked), face in it, mask info or None.
+
+    redetected: whether the face was found again on the masked photo (as a real masked photo
+    would be); when not, the unmasked detection is used."""
+
+    name: str
+    image: np.ndarray
+    face: Face
+    face_index: int
+    faces_found: int
+    mask: dict | None = None
+
+
+def _redetect(masked: np.ndarray, face: Face) -> tuple[Face, bool]:
+    from fmr.faces import detect_faces
+    from fmr.verify.pipeline import REDETECT_MIN_IOU, box_iou
+
+    found = detect_faces(masked)
+    best = max(found, key=lambda f: box_iou(f.box, face.box), default=None)
+    if best is not None and box_iou(best.box, face.box) >= REDETECT_MIN_IOU:
+        return best, True
+    return face, False
+
+
+def masked_copy(image: np.ndarray, face: Face, choice: MaskChoice) -> tuple[np.ndarray, dict]:
+    """`image` with a synthetic mask on `face` (fmr.masks.mask_face); returns (copy, info)."""
+    from fmr.masks import mask_face
+
+    return mask_face(
+        image,
+        face,
+        choice.style,
+        np.random.default_rng(choice.seed),
+        colour=choice.colour,
+        pattern=choice.pattern,
+        coverage=choice.coverage,
+        renderer=choice.renderer,
+    )
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _prepare(data: bytes, name: str, face_index: int, mask_key: tuple | None) -> PreparedFace:
+    photo = detect_photo(data, name)
+    if not photo.faces:
+        raise FaceError(no_face_message(name))
+    index = min(face_index, len(photo.faces) - 1)
+    face = photo.faces[index]
+    if mask_key is None:
+        return PreparedFace(name, photo.image, face, index, len(photo.faces))
+    try:
+        masked, info = masked_copy(photo.image, face, MaskChoice(*mask_key))
+    except FaceError as exc:
+        raise FaceError(f"{name}: this face cannot take a mask ({exc})") from exc
+    new_face, found = _redetect(masked, face)
+    info = {**info, "redetected": found}
+    return PreparedFace(name, masked, new_face, index, len(photo.faces), info)
+
+
+def prepare_face(photo: PhotoInput, face_index: int = 0, mask: MaskChoice | None = None):
+    """The face to embed from `photo` (cached). Raises FaceError with a message for the page."""
+    return _prepare(photo.data, photo.name, face_index, None if mask is None else mask.key())
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _embed(_embedder, family: str, model_key: str, data_key: str, face_index: int,
+           mask_key: tuple | None, _prepared: PreparedFace) -> np.ndarray:
+    return _embedder.embed_face(_prepared.image, _prepared.face)
+
+
+def embed_prepared(embedder, photo: PhotoInput, prepared: PreparedFace,
+                   mask: MaskChoice | None) -> np.ndarray:
+    """`embedder`'s unit-norm embedding of a prepared face (cached per photo, face, mask and
+    checkpoint)."""
+    return _embed(
+        embedder,
+        embedder.family,
+        _model_key(embedder),
+        photo.digest,
+        prepared.face_index,
+        None if mask is None else mask.key(),
+        prepared,
+    )
+
+
+def _model_key(embedder) -> str:
+    return ":".join(
+        f"{path}@{Path(path).stat().st_mtime if Path(path).exists() else 0}"
+        for path in (embedder.path, getattr(embedder, "card_path", ""))
+        if path
+    )
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _occlusion(_embedder, model_key: str, key_a: tuple, key_b: tuple, _a: PreparedFace,
+               _b: PreparedFace):
+    from fmr.explain import explain_pair, model_view
+
+    return explain_pair(
+        model_view(_embedder, _a.image, _a.face), model_view(_embedder, _b.image, _b.face)
+    )
+
+
+def occlusion_maps(embedder, inputs: dict, prepared: dict, masks: dict):
+    """`fmr.explain.explain_pair` for the prepared faces "a" and "b" (cached per pair, faces,
+    masks and model): (OcclusionMap of A against B, of B against A)."""
+
+    def key(side: str) -> tuple:
+        mask = masks[side]
+        mask_key = None if mask is None else mask.key()
+        return (inputs[side].digest, prepared[side].face_index, mask_key)
+
+    return _occlusion(embedder, _model_key(embedder), key("a"), key("b"), prepared["a"],
+                      prepared["b"])

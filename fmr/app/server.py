@@ -1,0 +1,161 @@
+"""Starting the app on a free local port and driving it with a real browser: shared by the
+browser test, the screenshots (`python -m fmr.app.screenshots`) and `benchmarks/app.py`.
+
+The browser is Debian's chromium (`scripts/install_chromium.sh`), driven by Playwright;
+`playwright install` (a download) is never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from fmr.settings import REPO_ROOT
+
+# Flags that let headless chromium run in containers without a GPU, sandbox or network.
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium, or None when it is not installed."""
+    for candidate in CHROMIUM_CANDIDATES:
+        if Path(candidate).is_file():
+            return candidate
+    return shutil.which("chromium")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (127.0.0.1)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def running_app(
+    script: str = "streamlit_app.py",
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+    timeout: float = 90.0,
+) -> Iterator[str]:
+    """Run `streamlit run <script>` on 127.0.0.1 (a free port by default) and yield its URL.
+
+    env: extra environment variables (e.g. FMR_CHECKPOINT_DIR). The server's output goes to
+    `log_path` (for checking its log afterwards). The server is stopped on exit.
+    """
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        sys.executable, "-m", "streamlit", "run", script,
+        "--server.address", "127.0.0.1", "--server.port", str(port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+    ]
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env={**os.environ, **(env or {})}, stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not _healthy(url):
+            if process.poll() is not None:
+                raise RuntimeError(f"streamlit exited with status {process.returncode}"
+                                   + (f"; see {log_path}" if log_path else ""))
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"streamlit did not answer on {url} within {timeout:.0f} s")
+            time.sleep(0.25)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if log_path:
+            log.close()
+
+
+@contextlib.contextmanager
+def chromium_page(width: int = 1400, height: int = 1000) -> Iterator:
+    """A Playwright page in Debian's chromium (raises RuntimeError when it is missing)."""
+    from playwright.sync_api import sync_playwright
+
+    executable = chromium_path()
+    if executable is None:
+        raise RuntimeError("chromium is not installed; run scripts/install_chromium.sh")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=list(CHROMIUM_ARGS))
+        try:
+            context = browser.new_context(viewport={"width": width, "height": height},
+                                          device_scale_factor=1)
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+def wait_until_idle(page, timeout_ms: int = 120_000, settle_ms: int = 500) -> None:
+    """Wait until the app's script run has finished and no spinner shows, twice `settle_ms`
+    apart (a widget change starts its rerun a moment after the event)."""
+    idle = """() => {
+        const app = document.querySelector('[data-testid="stApp"]');
+        return app && app.getAttribute('data-test-script-state') === 'notRunning'
+            && !document.querySelector('[data-testid="stSpinner"]')
+            && !document.querySelector('[data-testid="stSkeleton"]');
+    }"""
+    for _ in range(2):
+        page.wait_for_timeout(settle_ms)
+        page.wait_for_function(idle, timeout=timeout_ms)
+
+
+def screenshot_whole_page(page, path: Path | str, width: int = 1400) -> None:
+    """Screenshot the whole app, not only the viewport: Streamlit scrolls inside its main
+    container, so the viewport is grown to that container's height first."""
+    height = page.evaluate(
+        """() => Math.max(...['stMain', 'stAppViewContainer', 'stMainBlockContainer']
+            .map(id => document.querySelector(`[data-testid="${id}"]`))
+            .filter(Boolean).map(e => e.scrollHeight), window.innerHeight)"""
+    )
+    page.set_viewport_size({"width": width, "height": int(height) + 40})
+    page.wait_for_timeout(800)  # plotly charts redraw at the new size
+    page.screenshot(path=str(path))
+
+
+def upload_pair(page, photo_a: Path | str, photo_b: Path | str) -> None:
+    """Put two files into the first two file uploaders of the page (photo A, then photo B)."""
+    inputs = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+    inputs.nth(0).set_input_files(str(photo_a))
+    inputs.nth(1).set_input_files(str(photo_b))
+
+
+VERDICT_PATTERN = r"same person|different people|inconclusive"

@@ -1,0 +1,152 @@
+"""ArcFace angles: how far apart same-person and different-person embeddings are, in degrees,
+on the evaluation pairs, and what a threshold on that angle costs."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from fmr.app import charts, page
+from fmr.app.eval_scores import load_scores, score_file_problems, scores_dir
+from fmr.app.models import FAMILY_TITLES, backbone_inventory
+from fmr.eval.metrics import cosine_to_degrees, error_rates, roc_curve
+
+CONDITION_COLOURS = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f")
+
+page.setup("ArcFace angles", ":material/architecture:")
+st.title("ArcFace angles")
+st.caption(
+    "A face embedding is a direction. Two photos of one person should point almost the same "
+    "way (a small angle), two people far apart. ArcFace trains for exactly this, with a margin "
+    "in degrees."
+)
+
+scores = load_scores()
+for problem in score_file_problems():
+    st.warning(problem, icon=":material/warning:")
+if not scores:
+    st.info(
+        f"No evaluation scores in {scores_dir()}, so there is nothing to plot yet. Make them "
+        "with `fmr eval --backbone dlib --out runs/eval` (and again with --mask-second "
+        "surgical), then `python -m fmr.app.eval_scores runs/eval`.",
+        icon=":material/info:",
+    )
+else:
+    cards = {b.family: b.card for b in backbone_inventory()}
+    pick_col, slider_col = st.columns([1, 2], gap="large")
+    family = pick_col.selectbox(
+        "Backbone", list(scores), format_func=lambda f: FAMILY_TITLES.get(f, f),
+        key="angles_backbone",
+    )
+    data = scores[family]
+    calibration = (cards.get(family) or {}).get("calibration") or {}
+    default_deg = (
+        float(cosine_to_degrees(calibration["threshold"])) if calibration else 35.0
+    )
+    threshold_deg = slider_col.slider(
+        "Threshold angle (degrees): pairs closer than this are called the same person",
+        5.0, 90.0, round(default_deg, 1), 0.1, key="angle_threshold",
+        help="The calibrated threshold (FAR 1e-3 on validation pairs) is the default."
+        if calibration else None,
+    )
+    threshold = math.cos(math.radians(threshold_deg))
+    pick_col.caption(f"{data.name} on {data.protocol}.")
+
+    conditions = list(data.conditions.values())
+    rows, points, curves = [], [], []
+    for colour, condition in zip(CONDITION_COLOURS, conditions, strict=False):
+        far, frr = (float(v[0]) for v in error_rates(condition.genuine, condition.impostor,
+                                                      threshold))
+        accuracy = (np.sum(condition.genuine >= threshold) + np.sum(condition.impostor
+                                                                     < threshold)) / (
+            condition.genuine.size + condition.impostor.size)
+        rows.append({"condition": condition.label, "FAR": far, "FRR": frr, "TAR": 1 - frr,
+                     "accuracy": float(accuracy), "pairs": condition.genuine.size
+                     + condition.impostor.size})
+        roc_far, roc_tar, _ = roc_curve(condition.genuine, condition.impostor)
+        curves.append({"label": condition.label, "far": roc_far, "tar": roc_tar,
+                       "colour": colour})
+        points.append({"label": f"threshold, {condition.label}", "far": far, "tar": 1 - frr,
+                       "colour": colour})
+
+    first = rows[0]
+    metric_cols = st.columns(4)
+    metric_cols[0].metric("Threshold", f"{threshold_deg:.1f}°", f"cosine {threshold:.3f}",
+                          delta_color="off", delta_arrow="off")
+    metric_cols[1].metric("FAR (false accepts)", f"{first['FAR']:.2%}",
+                          help=f"{first['condition']}: share of different-person pairs "
+                          "called the same")
+    metric_cols[2].metric("FRR (false rejects)", f"{first['FRR']:.2%}",
+                          help=f"{first['condition']}: share of same-person pairs called "
+                          "different")
+    metric_cols[3].metric("TAR (true accepts)", f"{first['TAR']:.2%}")
+
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        column_config={
+            "condition": st.column_config.TextColumn("condition (listed pairs)"),
+            "FAR": st.column_config.NumberColumn(format="percent"),
+            "FRR": st.column_config.NumberColumn(format="percent"),
+            "TAR": st.column_config.NumberColumn(format="percent"),
+            "accuracy": st.column_config.NumberColumn(format="percent"),
+        },
+        key="threshold_table",
+    )
+
+    st.plotly_chart(
+        charts.angle_histograms(
+            [(c.label, cosine_to_degrees(c.genuine), cosine_to_degrees(c.impostor))
+             for c in conditions],
+            threshold_deg,
+        ),
+        width="stretch", key="angle_histograms",
+    )
+    roc_col, table_col = st.columns([3, 2], gap="large")
+    with roc_col:
+        st.markdown("**ROC on the listed pairs**, with the threshold's operating point")
+        n_impostor = min(c.impostor.size for c in conditions)
+        st.plotly_chart(charts.roc(curves, points, far_floor=10 ** math.floor(
+            math.log10(1 / n_impostor))), width="stretch", key="roc")
+    with table_col:
+        st.markdown("**TAR at FAR over all pairs** of the evaluation images")
+        tar_rows = []
+        for condition in conditions:
+            summary = condition.summary
+            all_pairs = summary.get("all_pairs", {})
+            row = {"condition": condition.label,
+                   "accuracy (10-fold)": summary.get("kfold_accuracy", {}).get("mean")}
+            for point in all_pairs.get("tar_at_far", []):
+                row[f"TAR@FAR={point['far_target']:g}"] = (
+                    point["tar"] if point.get("measurable", True) else None)
+            tar_rows.append(row)
+        st.dataframe(
+            pd.DataFrame(tar_rows), hide_index=True, key="tar_table",
+            column_config={k: st.column_config.NumberColumn(format="percent")
+                           for k in tar_rows[0] if k != "condition"},
+        )
+        counts = [c.summary.get("all_pairs", {}) for c in conditions]
+        if counts and counts[0].get("n_impostor"):
+            st.caption(
+                f"All pairs: {counts[0]['n_genuine']:,} same-person and "
+                f"{counts[0]['n_impostor']:,} different-person pairs of "
+                f"{counts[0].get('n_images', 0):,} images; the threshold is not chosen on them."
+            )
+    st.caption(f"Scores: {data.source}.")
+
+st.subheader("The additive angular margin")
+text_col, plot_col = st.columns([2, 3], gap="large")
+with text_col:
+    st.markdown(
+        "A classifier over identities scores an embedding *x* against each identity's centre "
+        "*W*: with both normalised the score is cos θ, θ being their angle. ArcFace trains "
+        "with the **true identity's** logit replaced by **cos(θ + m)**: the network has to "
+        "bring a face within θ + m of its own centre, not just nearer than the other "
+        "centres. That margin *m* (insightface uses 0.5 rad, 28.6°) is what opens the gap "
+        "between the same-person and different-person angles above. CosFace subtracts a "
+        "margin from the cosine instead, which is a smaller push at small angles."
+    )
+    margin = st.slider("Margin m (degrees)", 0.0, 60.0, 28.6, 0.1, key="margin_deg")
+with plot_col:
+    st.plotly_chart(charts.margin_curves(margin), width="stretch", key="margin_plot")
