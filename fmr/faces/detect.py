@@ -1,4 +1,11 @@
-"""Face detection with MTCNN (facenet-pytorch), tuned for photos and for tight face crops."""
+"""Face detection with MTCNN, tuned for photos and for tight face crops.
+
+The P-, R- and O-Nets and their weights are facenet-pytorch's; the pipeline around them is
+ours (`_mtcnn_detect`): channels-last tensors, an OpenCV image pyramid, OpenCV crops and numpy
+non-maximum suppression. It finds the same faces as `facenet_pytorch.MTCNN.detect` (landmarks
+within about a pixel) in well under half the time on one core, and never imports
+facenet_pytorch or torchvision (about 1.5 s of start-up per process).
+"""
 
 from __future__ import annotations
 
