@@ -9,15 +9,17 @@ HELP = "evaluate backbones on LFW pairs (unmasked or masked) and calibrate thres
 DESCRIPTION = """\
 Embeds every image of the pairs once per backbone and condition (cached under --out/cache, so
 a re-run or another condition reuses them), then writes into --out/<condition>/:
-  metrics.json  10-fold accuracy (LFW protocol: each fold's threshold chosen on the other
-                folds, mean +- std), TAR at FAR 1e-1..1e-4 with thresholds, ROC, EER, score
-                and angle distributions (degrees), and how the calibrated threshold does
+  metrics.json  k-fold accuracy over the folds of the pairs file (LFW protocol: each
+                fold's threshold chosen on the other folds, mean +- std), TAR at FAR
+                1e-1..1e-4 with thresholds, ROC, EER, score and angle distributions
+                (degrees), and how the calibrated threshold does
   report.html   interactive plotly charts (offline)
   roc.png, scores.png, angles.png
 The listed pairs give the accuracy; TAR at FAR, ROC and EER use ALL pairs of the evaluation
 images (millions of different-person pairs: the 1,500 listed ones cannot measure FAR 1e-3).
-With one side masked, every masked image (probe) is compared with every other unmasked image
-(gallery), as in the masked face recognition challenge.
+With --mask-second, every masked second photo (probe) is compared with every unmasked image
+but its own (gallery), as in the masked face recognition challenge; --mask-first as well gives
+masked-masked pairs.
 
 By default this runs the LFW View-2 pairs of folds 6-10 of the shared data, the project's
 evaluation set. Its people are never used for training, tuning or calibration.
@@ -179,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from fmr.eval.protocols import Condition, embed_images, lfw_pairs, pair_metrics
-    from fmr.eval.report import summary_table, write_report
+    from fmr.eval.report import summary_rows, summary_table, write_report
     from fmr.settings import data_dir
     from fmr.verify.embedder import load_backbone
 
@@ -259,6 +261,7 @@ def run(args: argparse.Namespace) -> int:
         "missing_backbones": missing,
         "backbones": entries,
     }
+    report["summary"] = summary_rows(report)
     written = write_report(report, out / condition_name)
     print(summary_table(report))
     print(f"fmr eval: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
