@@ -181,8 +181,14 @@ def test_verify_masked_probe(capsys, lfw_faces):
     assert code == 0, err
     result = json.loads(out)
     assert result["a"]["mask"] is None
-    assert result["b"]["mask"]["style"] == style
-    assert result["results"][0]["verdict"] in ("same", "inconclusive", "different")
+    assert result["b"]["mask"]["style"] == style and result["b"]["mask"]["renderer"] == "fmr"
+    assert "redetected" in result["b"]["mask"]
+    code, out, err = run_cli(
+        capsys, "verify", str(first), str(second), "--backbone", "dlib", "--json"
+    )
+    unmasked = json.loads(out)["results"][0]
+    # The mask hides half the face: the same person looks less alike.
+    assert result["results"][0]["similarity"] < unmasked["similarity"]
 
 
 # ----------------------------------------------------------------------------- Python API
