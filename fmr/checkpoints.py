@@ -170,13 +170,27 @@ def dequantise_int8(values: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return values.float() * scale.float().reshape(shape)
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The backbone inside DistributedDataParallel / DataParallel / torch.compile wrappers (whose
+    state-dict keys carry 'module.' or '_orig_mod.' prefixes)."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
 def _stored_tensors(model: nn.Module, storage: str) -> dict[str, torch.Tensor]:
     quantisable = _quantisable_names(model) if storage == "int8" else set()
     tensors: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu()
-        if not tensor.is_floating_point() or storage == "fp32":
+        if not tensor.is_floating_point():
             tensors[name] = tensor.contiguous()
+        elif storage == "fp32":
+            tensors[name] = tensor.float().contiguous()
         elif name in quantisable:
             tensors[name], tensors[name + INT8_SCALE_SUFFIX] = quantise_int8(tensor)
         elif tensor.ndim >= 2:
@@ -217,6 +231,7 @@ def save_checkpoint(
 
     if storage not in STORAGE_KINDS:
         raise ValueError(f"storage must be one of {', '.join(STORAGE_KINDS)}, got {storage!r}")
+    model = unwrap_model(model)
     card = dataclasses.replace(card, storage=storage)
     card.created = card.created or datetime.now(UTC).isoformat(timespec="seconds")
     card.fmr_version = card.fmr_version or __version__

@@ -3,6 +3,7 @@ update_card, insightface backbone.pth, and a clear CheckpointError for every wro
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -103,6 +104,18 @@ def test_fp16_and_int8_storage(tmp_path, small_model, images):
         assert reader.get_tensor("layer1.0.bn1.running_var").dtype == torch.float32
         assert reader.get_tensor("layer1.0.prelu.weight").dtype == torch.float32
         assert reader.get_tensor("layer4.0.attention.rel_height").dtype == torch.float16
+
+
+def test_save_unwraps_compiled_models_and_stores_fp32_as_fp32(tmp_path, small_model, images):
+    compiled = torch.compile(small_model)  # the wrapper only (never run): keys get "_orig_mod."
+    assert next(iter(compiled.state_dict())).startswith("_orig_mod.")
+    path = save_checkpoint(tmp_path / "compiled", compiled, card(), storage="fp32")
+    assert torch.equal(embed(load_checkpoint(path).model, images), embed(small_model, images))
+
+    half_trained = copy.deepcopy(small_model).bfloat16()  # e.g. weights kept in bf16
+    path = save_checkpoint(tmp_path / "bf16", half_trained, card(), storage="fp32")
+    with safe_open(str(path), framework="pt") as reader:
+        assert reader.get_tensor("fc.weight").dtype == torch.float32
 
 
 def test_int8_quantisation_is_per_output_channel():
