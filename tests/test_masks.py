@@ -298,3 +298,31 @@ def test_mask_batch_prob_seed_and_styles(batch) -> None:
         mask_batch(batch[:, :, :100], 1.0)
     with pytest.raises(FmrError, match="unknown mask style"):
         mask_batch(batch, 1.0, styles=("bandana",))
+
+
+def test_glasses_stay_above_the_mask(lfw_dir: Path) -> None:
+    from fmr.masks.geometry import face_frame
+    from fmr.masks.glasses import glasses_rims
+
+    for name, wears in (("Theresa_Gattung/Theresa_Gattung_0001.jpg", True),
+                        ("Hank_Bass/Hank_Bass_0001.jpg", True),
+                        ("Colin_Powell/Colin_Powell_0001.jpg", False)):
+        image = load_image(lfw_dir / "images" / name)
+        points = landmarks68(image, detect_faces(image)[0].box)
+        frame = face_frame(points)
+        rims = glasses_rims(image, frame.to_face(points), frame)
+        assert (rims is not None) == wears, name
+        for style in MASK_STYLES:
+            masked, info = apply_mask(image, points, style, 1, coverage=1.0)
+            assert info["glasses"] == wears, name
+            if not wears:
+                continue
+            change = np.abs(masked.astype(int) - image).sum(-1)
+            for side, eye in enumerate((points[36:42], points[42:48])):
+                x = int(round(eye[:, 0].mean()))
+                lid = eye[4:6, 1].max()  # dlib points 40, 41 / 46, 47: the lower eyelid
+                rim = lid + rims[side] * frame.unit
+                # From the eyelid down to the rim, the photo shows (up to the mask edge's
+                # anti-aliasing tail): the glasses sit above the mask.
+                band = change[int(lid) : int(round(rim)) + 1, x - 2 : x + 3]
+                assert band.max() <= 8, (name, style, band.max())

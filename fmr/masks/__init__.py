@@ -120,7 +120,8 @@ def apply_mask(
     pattern_weight: 0..1 strength of the pattern (MaskTheFace's --pattern_weight).
 
     info: style, colour (hex), pattern, coverage, renderer, parts (loops, straps, valve...),
-    contrast_guard (True when the colour was shifted away from the skin's).
+    contrast_guard (True when the colour was shifted away from the skin's), and for the "fmr"
+    renderer glasses (True when glasses were found: the mask's top edge then stays below them).
     Raises FaceError for landmarks a mask cannot be placed on, FmrError for bad options.
     """
     image = _check_image(image)
@@ -140,10 +141,15 @@ def apply_mask(
     key_points = np.asarray(points, dtype=np.float64)[list(KEY_POINTS)] if points.shape == (
         68, 2) else None
     if renderer == "fmr":
+        from fmr.masks.geometry import face_frame
+        from fmr.masks.glasses import glasses_rims
         from fmr.masks.render import composite, fmr_layers
 
-        layers = fmr_layers(points, options, rng, image.shape)
+        frame = face_frame(points)
+        rims = glasses_rims(image, frame.to_face(points), frame)
+        layers = fmr_layers(points, options, rng, image.shape, glasses=rims)
         masked, extra = composite(image, layers, options, rng, key_points)
+        extra["glasses"] = rims is not None
     else:
         from fmr.masks.warp import warp_mask
 

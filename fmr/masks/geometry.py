@@ -223,8 +223,19 @@ class MaskGeometry:
         return np.array([x, y])
 
 
-def mask_geometry(landmarks: np.ndarray, spec: OutlineSpec, coverage: float) -> MaskGeometry:
-    """Fit a mask outline of shape `spec` to 68 landmarks (image pixels), top edge at `coverage`."""
+def mask_geometry(
+    landmarks: np.ndarray,
+    spec: OutlineSpec,
+    coverage: float,
+    glasses: tuple[float, float] | None = None,
+) -> MaskGeometry:
+    """Fit a mask outline of shape `spec` to 68 landmarks (image pixels), top edge at `coverage`.
+
+    glasses: depths (face units) of the left and right glasses rims below the lower eyelids
+    (`fmr.masks.glasses.glasses_rims`); the top edge then stays below the rims, across the
+    width of the lenses, so the glasses sit on top of the mask (the peak comes down with it, as
+    far as it can while still covering the nose tip).
+    """
     points = check_landmarks(landmarks)
     frame = face_frame(points)
     face = frame.to_face(points)
@@ -232,6 +243,10 @@ def mask_geometry(landmarks: np.ndarray, spec: OutlineSpec, coverage: float) -> 
     t = spec.peak[0] + (spec.peak[1] - spec.peak[0]) * float(np.clip(coverage, 0.0, 1.0))
     peak = face[NOSE_TIP] + t * (face[NOSE_BRIDGE] - face[NOSE_TIP])
     chin = face[CHIN]
+    if glasses is not None:  # no notch under the lenses: bring the whole top edge down
+        lowest_rim = max(face[list(lids), 1].max() + depth for lids, depth in zip(
+            LOWER_LIDS, glasses, strict=True))
+        peak[1] = min(max(peak[1], lowest_rim - 0.05), face[NOSE_TIP, 1] - 0.12)
     if chin[1] - peak[1] < 0.3:
         raise FaceError("the face's landmarks are implausible (chin not below the nose); "
                         "cannot place a mask")
@@ -273,11 +288,15 @@ def mask_geometry(landmarks: np.ndarray, spec: OutlineSpec, coverage: float) -> 
         peak[1] + drop_left * _profile(spec.profile, (peak[0] - xs) / span_left),
         peak[1] + drop_right * _profile(spec.profile, (xs - peak[0]) / span_right),
     )
-    for lids, corners in zip(LOWER_LIDS, EYE_CORNERS, strict=True):
+    for side, (lids, corners) in enumerate(zip(LOWER_LIDS, EYE_CORNERS, strict=True)):
         lid_y = face[list(lids), 1].max()
         eye_x = face[list(corners), 0].mean()
         half = max(abs(face[corners[1], 0] - face[corners[0], 0]) / 2 * 1.4, 0.05)
-        floor = lid_y + EYE_MARGIN - 0.3 * ((xs - eye_x) / half) ** 2
+        margin = EYE_MARGIN
+        if glasses is not None:  # lenses are wider than eyes and the rim sits lower
+            margin = max(EYE_MARGIN, glasses[side] + 0.07)
+            half *= 1.5
+        floor = lid_y + margin - 0.3 * ((xs - eye_x) / half) ** 2
         ys = 0.5 * (ys + floor + np.sqrt((ys - floor) ** 2 + 0.02**2))  # a smooth max
     top = np.stack([xs, ys], axis=1)
     top[0], top[-1] = left_corner, right_corner

@@ -411,9 +411,10 @@ def fmr_layers(
     rng: np.random.Generator,
     image_shape: tuple[int, ...],
     region: tuple[int, int, int, int] | None = None,
+    glasses: tuple[float, float] | None = None,
 ) -> Layers:
-    """Geometry and layers of one "fmr" mask on 68 landmarks."""
-    geometry = mask_geometry(landmarks, OUTLINES[options.style], options.coverage)
+    """Geometry and layers of one "fmr" mask on 68 landmarks (`glasses`: see mask_geometry)."""
+    geometry = mask_geometry(landmarks, OUTLINES[options.style], options.coverage, glasses)
     return render_layers(geometry, options.style, rng, options, image_shape, region)
 
 
