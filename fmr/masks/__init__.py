@@ -58,6 +58,7 @@ __all__ = [
     "TRAIN_STYLES",
     "apply_mask",
     "as_rng",
+    "canonical_style",
     "mask_aligned",
     "mask_face",
     "parse_colour",
@@ -216,6 +217,3 @@ def mask_face(image: np.ndarray, face, style: str = "surgical", rng=None, **opti
     info["landmarks"] = "dlib"
     return masked, info
 
-
-# Re-exported helpers (documented in fmr.masks.styles).
-canonical_style = canonical_style
