@@ -113,12 +113,12 @@ def main() -> None:
         datasets.append(("crops", crops, True, args.crops))
 
     rows = []
-    for name, inputs, aligned, count in datasets:
+    for name, inputs, aligned, _ in datasets:
         for w in workers:
             seconds, ok, total = run_mask(inputs, w, aligned, args.cache / "out")
             rate = total / seconds
             reference, reference_success = MASKTHEFACE[name]
-            rows.append((name, count, w, seconds, rate, 100.0 * ok / total, rate / reference,
+            rows.append((name, total, w, seconds, rate, 100.0 * ok / total, rate / reference,
                          reference, reference_success))
             print(f"{name} workers={w}: {seconds:.1f} s, {rate:.1f}/s, {ok}/{total} ok",
                   file=sys.stderr)
