@@ -220,6 +220,7 @@ def _strap(cv: _Canvas, side: int, start_v: float, rise: float, thickness: float
 
 
 def _surgical(cv, s, rng, opts):
+    """Three pleats that flatten into the side hems, stitched hems, a nose wire, ear loops."""
     a = 1 - _smooth(0.74, 0.93, np.abs(s.u))
     for base in (0.33, 0.52, 0.71):
         vk = 0.52 + (base - 0.52) * (1 + 0.3 * (1 - s.u**2))
@@ -241,6 +242,7 @@ def _surgical(cv, s, rng, opts):
 
 
 def _n95(cv, s, rng, opts):
+    """A moulded cup: dome shading, a welded rim, a nose clip, head straps, sometimes a valve."""
     r2 = s.u**2 + 0.8 * (2 * s.v - 1) ** 2
     s.shade *= 1.07 - 0.22 * np.clip(r2, 0, 1.6) ** 1.3
     s.shade *= 1 - 0.12 * (s.edge < 0.07) + 0.1 * _gauss(s.edge - 0.03, 0.012)
@@ -268,6 +270,7 @@ def _n95(cv, s, rng, opts):
 
 
 def _kn95(cv, s, rng, opts):
+    """A flat fold: two panels lit differently, a centre seam, embossed sealed edges, loops."""
     light = 1.0 if rng.random() < 0.5 else -1.0
     s.shade *= 1 + 0.08 * np.tanh(s.u / 0.06) * light
     s.shade *= 1 - 0.3 * _gauss(s.u, 0.02) * (s.v > 0.02)
@@ -283,6 +286,7 @@ def _kn95(cv, s, rng, opts):
 
 
 def _cloth(cv, s, rng, opts):
+    """Soft fabric: wrinkles, weave and grain, stitched hems, often a centre seam, loops."""
     phase = float(rng.uniform(0, 2 * np.pi))
     s.shade *= 1 + 0.05 * np.sin(2 * np.pi * (2.2 * s.v + 0.35 * s.u**2) + phase)
     s.shade *= 1 - 0.22 * np.abs(s.u) ** 2.5
@@ -318,6 +322,7 @@ def _cartridge(cv: _Canvas, centre, radius: float, squash: float, outward: float
 
 
 def _gas(cv, s, rng, opts):
+    """A half-face respirator: glossy rubber, a face seal, two cartridges, a valve, straps."""
     g = cv.g
     s.shade *= 1 - 0.32 * np.abs(s.u) ** 2
     lit = float(rng.uniform(-0.25, 0.05))
