@@ -4,6 +4,8 @@ tiny overfit run with ArcFace."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -21,6 +23,7 @@ from fmr.models import (
 )
 from fmr.models import ressanet as ressanet_module
 from fmr.models.ressanet import RelPosSelfAttention, relative_index
+from fmr.settings import REPO_ROOT
 
 ALL_MODELS = [
     "iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200",
@@ -289,3 +292,15 @@ def test_overfits_eight_classes_with_arcface(name):
     assert history[0][0] < len(labels)  # not separated before training
     assert history[-1][0] == len(labels), history
     assert history[-1][1] < 1.0, history  # separated with ArcFace's margin, not just barely
+
+
+def test_training_path_imports_no_dlib_facenet_or_streamlit():
+    """The GPU training machine has none of them: models, losses and checkpoints must not
+    import them (checked in a fresh interpreter, as other tests may have loaded them here)."""
+    code = (
+        "import sys, fmr.models, fmr.losses, fmr.checkpoints, fmr.export\n"
+        "print(sorted(m for m in ('dlib', 'facenet_pytorch', 'streamlit') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=REPO_ROOT)
+    assert result.stdout.strip() == "[]"
