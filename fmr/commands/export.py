@@ -11,8 +11,8 @@ Export an fmr checkpoint (.safetensors) or an insightface backbone.pth.
 --onnx FILE writes one ONNX file with a dynamic batch dimension:
   input  'images'     float32 (batch, 3, 112, 112), RGB, normalised (x/255 - 0.5) / 0.5
                       (aligned 112x112 crops, ArcFace 5-point template)
-  output 'embeddings' float32 (batch, E), E = the card's embedding size (512), NOT
-                      L2-normalised (normalise before cosines)
+  output 'embeddings' float32 (batch, E), NOT L2-normalised (normalise before cosines);
+                      E is the card's embedding size (512 for fmr's models)
 The model card is embedded in the ONNX metadata under "fmr_card". The export is then run under
 onnxruntime next to PyTorch on random images at batch 1 and 3, and the largest difference is
 printed; the command exits 1 if it exceeds 1e-4 (+ 1e-5 x |value|).
