@@ -20,16 +20,14 @@ PAGES = (
 
 
 def home() -> None:
-    import pandas as pd
-
     from fmr.app.eval_scores import load_scores
     from fmr.app.models import (
-        FAMILY_TITLES,
         accuracy_lines,
         backbone_inventory,
         loaded_models,
         training_data,
     )
+    from fmr.eval.metrics import cosine_to_degrees
 
     page.setup("Masked face recognition", ":material/face:")
     st.title("fmr: masked face recognition")
@@ -44,41 +42,47 @@ def home() -> None:
     evaluated = load_scores()
 
     st.subheader("Backbones")
-    rows = []
-    for info in backbone_inventory():
-        card = info.card
-        measured = accuracy_lines(card)
-        scores = evaluated.get(info.family)
-        if scores is not None:
-            measured += [
-                f"{c.label}, {scores.protocol.split(' of ')[0]}: "
-                f"{c.summary['kfold_accuracy']['mean'] * 100:.2f}%"
-                for c in scores.conditions.values()
-                if c.summary.get("kfold_accuracy")
-            ]
-        calibration = card.get("calibration") or {}
-        rows.append({
-            "backbone": info.title,
-            "status": "loaded" if info.family in loaded else "missing",
-            "checkpoint": card.get("name", "") if info.available else "",
-            "architecture": card.get("architecture", ""),
-            "training data": training_data(card) if info.available else "",
-            "measured accuracy": "; ".join(measured) or ("not measured yet" if info.available
-                                                          else ""),
-            "threshold (cosine)": calibration.get("threshold"),
-        })
-    st.dataframe(
-        pd.DataFrame(rows), hide_index=True, key="backbones_table",
-        column_config={
-            "threshold (cosine)": st.column_config.NumberColumn(
-                format="%.3f", help="calibrated for FAR 1e-3 on validation pairs"),
-            "measured accuracy": st.column_config.TextColumn(width="large"),
-            "training data": st.column_config.TextColumn(width="medium"),
-        },
-    )
-    for missing in models.missing:
-        title = FAMILY_TITLES.get(missing["backbone"], missing["backbone"])
-        st.warning(f"**{title}** is missing: {missing['reason']}", icon=":material/warning:")
+    inventory = backbone_inventory()
+    missing = [info.title for info in inventory if info.family not in loaded]
+    if missing:
+        st.warning(
+            f"Missing: {', '.join(missing)}. The pages use the {len(loaded)} backbone"
+            f"{'s' * (len(loaded) != 1)} that loaded; each card says how to get the others.",
+            icon=":material/warning:",
+        )
+    for info, column in zip(inventory, st.columns(len(inventory)), strict=True):
+        with column.container(border=True, height="stretch"):
+            status = ":green-badge[loaded]" if info.family in loaded else ":red-badge[missing]"
+            st.markdown(f"#### {info.title} {status}")
+            if info.family not in loaded:
+                reason = next((m["reason"] for m in models.missing
+                               if m["backbone"] == info.family), info.reason)
+                st.caption(reason)
+                continue
+            card = info.card
+            st.markdown(f"`{card.get('name', '')}` · {card.get('architecture', '')}, "
+                        f"{card.get('embedding_size', '?')}-d embeddings")
+            st.markdown(f"**Trained on** {training_data(card)}")
+            measured = accuracy_lines(card)
+            scores = evaluated.get(info.family)
+            if scores is not None:
+                protocol = scores.protocol_short
+                measured += [
+                    f"{protocol}, {c.label}: {c.summary['kfold_accuracy']['mean']:.2%}"
+                    for c in scores.conditions.values()
+                    if c.summary.get("kfold_accuracy")
+                ]
+            st.markdown("**Measured accuracy** " + (
+                "\n".join(f"\n- {line}" for line in measured) if measured else "not yet"))
+            calibration = card.get("calibration") or {}
+            if calibration:
+                threshold = calibration["threshold"]
+                st.markdown(
+                    f"**Threshold** {threshold:.3f} cosine ({cosine_to_degrees(threshold):.1f}°) "
+                    f"for FAR {calibration['target_far']:g} on validation pairs"
+                )
+            else:
+                st.markdown("**Threshold** not calibrated: no verdicts, scores only")
 
     st.subheader("Pages")
     columns = st.columns(len(PAGES))

@@ -83,8 +83,8 @@ if len(faces) < 4:
     st.info("Not enough faces to compare.", icon=":material/group:")
     st.stop()
 
-with st.expander("The gallery", expanded=False):
-    thumbs = st.columns(min(len(faces), 8))
+with st.expander(f"The gallery: {len(faces)} faces", expanded=True):
+    thumbs = st.columns(min(len(faces), 12))
     for i, face in enumerate(faces):
         thumbs[i % len(thumbs)].image(
             face.closeup, caption=f"{face.name}{' (masked)' if face.masked else ''}",

@@ -36,22 +36,23 @@ else:
     st.caption(samples.samples_note())
 
 columns = st.columns(2, gap="large")
-inputs, masks = {}, {}
+inputs, masks, shown_in = {}, {}, {}
 for side, column in zip("ab", columns, strict=True):
     label = f"Photo {side.upper()}"
     with column:
         inputs[side] = photos.photo_input(
             side, label, sample=None if sample is None else (sample.a if side == "a" else sample.b)
         )
+        shown_in[side] = st.container()  # the photo goes here, above its mask options
         masks[side] = photos.mask_controls(side, label)
 
 prepared = {}
-for side, column in zip("ab", columns, strict=True):
+for side in "ab":
     photo = inputs[side]
     if photo is None:
         continue
     label = f"photo {side.upper()}"
-    with column:
+    with shown_in[side]:
         try:
             detected = photos.detect_photo(photo.data, photo.name)
             if not detected.faces:
@@ -67,11 +68,10 @@ for side, column in zip("ab", columns, strict=True):
         shown, crop = st.columns([3, 1], vertical_alignment="bottom")
         boxes = detected.faces if face.mask is None else [face.face]
         picture = drawing.draw_faces(face.image, boxes, index if face.mask is None else 0)
-        shown.image(
-            picture,
-            caption=f"{photo.name}: {face.faces_found} face{'s' * (face.faces_found != 1)} found",
-            width=drawing.width_for_height(picture, PHOTO_HEIGHT),
-        )
+        found = f"{photo.name}: {face.faces_found} face{'s' * (face.faces_found != 1)} found"
+        if detected.hidden:
+            found += f" ({detected.hidden} unlikely detection{'s' * (detected.hidden > 1)} ignored)"
+        shown.image(picture, caption=found, width=drawing.width_for_height(picture, PHOTO_HEIGHT))
         crop.image(align_face(face.image, face.face.landmarks), caption="aligned 112x112",
                    width="stretch")
         if face.mask is not None and not face.mask.get("redetected", True):

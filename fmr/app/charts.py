@@ -83,7 +83,7 @@ def similarity_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str) ->
             x=list(labels),
             y=list(labels),
             colorscale="Viridis",
-            zmin=float(min(0.0, np.min(matrix))),
+            zmin=float(np.floor(np.min(matrix) * 10) / 10),  # each model's own range
             zmax=1.0,
             texttemplate="%{z:.2f}" if n <= 14 else None,
             textfont={"size": 10},
@@ -170,11 +170,13 @@ def score_drop(rows: Sequence[dict]) -> go.Figure:
                 + "</extra>",
             )
         )
+    low = min((r["mean"] for r in rows), default=0.0)
     fig.update_layout(
         barmode="group",
         height=340,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        yaxis={"title": "mean cosine similarity"},
+        # The interesting part is near the top: the axis starts just below the lowest bar.
+        yaxis={"title": "mean cosine similarity", "range": [np.floor(low * 10 - 0.5) / 10, 1.02]},
         legend={"orientation": "h", "y": 1.12, "x": 0},
     )
     return fig
@@ -204,7 +206,7 @@ def angle_histograms(
                       row=1, col=col)
         fig.add_vline(x=threshold_deg, line={"color": INK, "dash": "dash", "width": 1.5},
                       row=1, col=col)
-    high = max([90.0] + [float(np.max(v)) + 4 for p in panels for v in p[1:] if len(v)])
+    high = max([60.0] + [float(np.max(v)) + 6 for p in panels for v in p[1:] if len(v)])
     fig.update_xaxes(title_text="angle between the embeddings (degrees)", range=[0, high])
     fig.update_yaxes(title_text="% of pairs", row=1, col=1)
     fig.update_layout(barmode="overlay", height=330, margin={"l": 10, "r": 10, "t": 40, "b": 10},
@@ -244,7 +246,7 @@ def roc(
         height=360,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
         xaxis={"type": "log", "title": "false accept rate (FAR)",
-               "range": [math.log10(far_floor), 0]},
+               "range": [math.log10(far_floor), 0], "exponentformat": "power"},
         yaxis={"title": "true accept rate (TAR, %)", "range": [0, 101]},
         legend={"font": {"size": 11}},
     )
@@ -284,8 +286,13 @@ def occlusion(panels: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> go.Figure
     hiding this region lowers the similarity (it supports the match); blue: raises it."""
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels],
                         horizontal_spacing=0.06)
-    limit = max(1e-6, max(float(np.abs(p[2]).max()) for p in panels))
-    for col, (_, crop, heatmap) in enumerate(panels, start=1):
+    import cv2
+
+    # The map is an average of overlapping squares (blocky); smooth it for reading only.
+    smoothed = [cv2.GaussianBlur(np.asarray(p[2], np.float32), (0, 0), p[1].shape[0] / 24)
+                for p in panels]
+    limit = max(1e-6, max(float(np.abs(s).max()) for s in smoothed))
+    for col, ((_, crop, _), heatmap) in enumerate(zip(panels, smoothed, strict=True), start=1):
         fig.add_trace(go.Image(z=crop, hoverinfo="skip"), row=1, col=col)
         fig.add_trace(
             go.Heatmap(

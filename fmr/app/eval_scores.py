@@ -63,6 +63,14 @@ class BackboneScores:
     protocol: str
     source: str
     conditions: dict[str, ConditionScores]
+    protocol_short: str = ""
+
+    @property
+    def pair_count(self) -> str:
+        """ "1,500 same-person and 1,500 different-person pairs" (of the first condition)."""
+        first = next(iter(self.conditions.values()))
+        return (f"{first.genuine.size:,} same-person and {first.impostor.size:,} "
+                "different-person pairs")
 
 
 def load_scores(folder: Path | None = None) -> dict[str, BackboneScores]:
@@ -111,12 +119,21 @@ def _parse(data: dict) -> BackboneScores:
         protocol=str(data.get("protocol", "")),
         source=str(data.get("source", "")),
         conditions=conditions,
+        protocol_short=str(data.get("protocol_short") or data.get("protocol", "")),
     )
 
 
 # --------------------------------------------------------------------------------------------
 # Building score files from `fmr eval --out DIR`
 # --------------------------------------------------------------------------------------------
+
+
+def folds_label(folds) -> str:
+    """[6, 7, 8, 9, 10] -> "6-10"; [1, 3] -> "1, 3"."""
+    folds = sorted(int(f) for f in folds)
+    if folds and folds == list(range(folds[0], folds[-1] + 1)) and len(folds) > 2:
+        return f"{folds[0]}-{folds[-1]}"
+    return ", ".join(map(str, folds))
 
 
 def _condition(entry: dict):
@@ -144,7 +161,13 @@ def _summary(entry: dict) -> dict:
             key: all_pairs[key]
             for key in ("n_images", "n_identities", "n_genuine", "n_impostor", "eer", "tar_at_far")
             if key in all_pairs
-        },
+        }
+        | (
+            # the ROC at 10 points per decade of FAR, to 4 significant digits
+            {"roc": {k: [float(f"{v:.4g}") for v in all_pairs["roc"][k]] for k in ("far", "tar")}}
+            if "roc" in all_pairs
+            else {}
+        ),
     }
 
 
@@ -199,6 +222,7 @@ def build_scores(eval_dir: str | Path, progress: bool = True) -> dict[str, dict]
                     "name": entry.get("name", family),
                     "architecture": entry.get("architecture", ""),
                     "protocol": protocol["description"],
+                    "protocol_short": f"LFW folds {folds_label(protocol['folds'])}",
                     "source": f"fmr eval --out {eval_dir} (fmr {report.get('fmr_version', '?')},"
                     f" {report.get('created', '')})",
                     "conditions": {},
