@@ -125,7 +125,9 @@ def test_eval_dlib_end_to_end(tiny_lfw, unmasked_eval):
     assert "truncated or corrupt" in failure["reason"] or "not an image" in failure["reason"]
 
 
-def test_eval_rerun_reuses_the_cache(unmasked_eval, monkeypatch, capsys):
+def test_eval_rerun_reuses_the_cache_and_records(unmasked_eval, monkeypatch, capsys, tmp_path):
+    import shutil
+
     out, argv, _ = unmasked_eval
     before = json.loads((out / "unmasked" / "metrics.json").read_text())["backbones"][0]
 
@@ -133,10 +135,22 @@ def test_eval_rerun_reuses_the_cache(unmasked_eval, monkeypatch, capsys):
         raise AssertionError(f"{task[0]} was embedded again")
 
     monkeypatch.setattr(protocols, "_embed_one", no_embedding)
-    assert main(argv) == 0
+    monkeypatch.setenv("FMR_CHECKPOINT_DIR", str(tmp_path))  # --record writes a copy's card
+    shutil.copy(REPO_ROOT / "checkpoints" / "dlib_reference.json", tmp_path)
+    assert main([*argv, "--record"]) == 0
     capsys.readouterr()
     again = json.loads((out / "unmasked" / "metrics.json").read_text())["backbones"][0]
     assert again["listed_pairs"] == before["listed_pairs"]
+    card = json.loads((tmp_path / "dlib_reference.json").read_text())
+    recorded = card["metrics"]["lfw-folds1-2/unmasked"]
+    assert recorded["accuracy"] == before["listed_pairs"]["kfold_accuracy"]["mean"]
+    assert recorded["tar_at_far"]["0.001"] == before["all_pairs"]["tar_at_far"][2]["tar"]
+    assert (
+        card["calibration"]
+        == json.loads((REPO_ROOT / "checkpoints" / "dlib_reference.json").read_text())[
+            "calibration"
+        ]
+    )
 
 
 def test_eval_masked_second_reuses_the_unmasked_gallery(tiny_lfw, unmasked_eval, capsys):

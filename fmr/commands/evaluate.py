@@ -92,6 +92,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1e-3,
         help="false accept rate the calibrated threshold is set for (default 1e-3)",
     )
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="also store the headline numbers in each backbone's model card (metrics)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -151,6 +156,31 @@ def _calibrate(args, specs, out) -> None:
             f"{calibration['n_impostor']:,} impostor validation pairs; card: {card}",
             file=sys.stderr,
         )
+
+
+def _record(report: dict, specs: list[str], condition_name: str) -> None:
+    """Headline numbers into each card's metrics, under e.g. "lfw-folds6-10/unmasked"."""
+    import sys
+
+    from fmr.verify.embedder import save_metrics
+
+    folds = report["protocol"]["folds"]
+    key = f"{report['protocol']['name']}-folds{folds[0]}-{folds[-1]}/{condition_name}"
+    for spec, entry in zip(specs, report["backbones"], strict=True):
+        all_pairs = entry["all_pairs"]
+        values = {
+            "accuracy": entry["listed_pairs"]["kfold_accuracy"]["mean"],
+            "accuracy_std": entry["listed_pairs"]["kfold_accuracy"]["std"],
+            "tar_at_far": {
+                f"{p['far_target']:g}": p["tar"] for p in all_pairs.get("tar_at_far", [])
+            },
+            "eer": all_pairs.get("eer"),
+            "pairs": report["protocol"]["n_pairs"],
+            "condition": report["condition"]["label"],
+            "created": report["created"],
+        }
+        card = save_metrics(spec, key, values)
+        print(f"fmr eval: recorded {key} in {card}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -263,6 +293,8 @@ def run(args: argparse.Namespace) -> int:
     }
     report["summary"] = summary_rows(report)
     written = write_report(report, out / condition_name)
+    if args.record:
+        _record(report, specs, condition_name)
     print(summary_table(report))
     print(f"fmr eval: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0

@@ -168,8 +168,16 @@ class DlibEmbedder(Embedder):
         self.reference = DlibReference()
         self.path = model_path()
         card_file = dlib_card_path()
-        data = json.loads(card_file.read_text()) if card_file.is_file() else _default_dlib_card()
-        self.card = _card_object(data)
+        try:
+            data = (
+                json.loads(card_file.read_text()) if card_file.is_file() else _default_dlib_card()
+            )
+            self.card = _card_object(data)
+        except ValueError as exc:  # bad JSON, or not a model card
+            raise CheckpointError(
+                f"{card_file}: not a readable model card ({exc}); restore it from git or "
+                "regenerate it with `fmr eval --backbone dlib --calibrate-only --out DIR`"
+            ) from exc
         self.card_path = card_file
         self.name = str(getattr(self.card, "name", "dlib-resnet-v1"))
         self.embedding_size = self.reference.embedding_size
@@ -199,12 +207,13 @@ def _default_dlib_card() -> dict:
         "storage": "dlib .dat (face_recognition_models)",
         "training": {
             "source": "dlib_face_recognition_resnet_model_v1.dat from face_recognition_models",
-            "data": "about 3 million faces (dlib's model notes: VGG, face scrub and web images)",
+            "data": "about 3 million faces of 7,485 people (FaceScrub, VGG Face, web images), "
+            "no LFW identities, per the dlib-models README",
         },
         "metrics": {},
         "calibration": {},
         "notes": "Reference model, compared by cosine similarity like fmr's backbones.",
-        "licence": "dlib model: CC0 1.0 (public domain), per dlib-models",
+        "licence": "public domain (released so by its author, Davis King: dlib-models README)",
         "created": "",
         "fmr_version": __version__,
     }
@@ -217,8 +226,8 @@ def _load_torch(path: str, mtime: float) -> TorchEmbedder:
     return TorchEmbedder(load_checkpoint(path))
 
 
-@functools.lru_cache(maxsize=1)
-def _load_dlib(card_mtime: float) -> DlibEmbedder:
+@functools.lru_cache(maxsize=2)
+def _load_dlib(card: str, card_mtime: float) -> DlibEmbedder:
     return DlibEmbedder()
 
 
@@ -232,7 +241,7 @@ def load_backbone(family_or_path: str | Path) -> Embedder:
     name = str(family_or_path)
     if name == "dlib":
         card = dlib_card_path()
-        return _load_dlib(card.stat().st_mtime if card.is_file() else 0.0)
+        return _load_dlib(str(card), card.stat().st_mtime if card.is_file() else 0.0)
     path = find_checkpoint(name) if name in TRAINED_FAMILIES else resolve_checkpoint(name)
     path = path.resolve()
     if path.is_dir():
@@ -240,19 +249,16 @@ def load_backbone(family_or_path: str | Path) -> Embedder:
     return _load_torch(str(path), path.stat().st_mtime)
 
 
-def save_calibration(spec: str | Path, calibration: dict) -> Path:
-    """Store a calibration (from `fmr.eval.calibration.calibrate`) in a backbone's model card.
-
-    spec: "dlib" (writes `checkpoints/dlib_reference.json`) or a checkpoint path (its card is
-    rewritten with `fmr.checkpoints.update_card`). Returns the card file written.
-    """
+def save_card_fields(spec: str | Path, **fields) -> Path:
+    """Rewrite fields of a backbone's model card: "dlib" (checkpoints/dlib_reference.json) or
+    a checkpoint path (through `fmr.checkpoints.update_card`). Returns the card file."""
     import datetime
     import json
 
     if str(spec) == "dlib":
         path = dlib_card_path()
         data = json.loads(path.read_text()) if path.is_file() else _default_dlib_card()
-        data["calibration"] = calibration
+        data.update(fields)
         data["created"] = data.get("created") or datetime.date.today().isoformat()
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(card_json(data), encoding="utf-8")
@@ -264,11 +270,34 @@ def save_calibration(spec: str | Path, calibration: dict) -> Path:
     if path.suffix != ".safetensors":
         raise CheckpointError(
             f"{path}: only .safetensors checkpoints carry a model card; convert it first "
-            "(load it with fmr.checkpoints.load_checkpoint and save it with save_checkpoint)"
+            "(`fmr export CHECKPOINT --safetensors OUT`)"
         )
-    update_card(path, calibration=calibration)
+    update_card(path, **fields)
     _load_torch.cache_clear()
     return path.with_suffix(".json")
+
+
+def save_metrics(spec: str | Path, key: str, values: dict) -> Path:
+    """Add evaluation results under `key` to a backbone card's `metrics` (others are kept)."""
+    from fmr.verify.lookup import read_card
+
+    if str(spec) == "dlib":
+        import json
+
+        path = dlib_card_path()
+        card = json.loads(path.read_text()) if path.is_file() else _default_dlib_card()
+    else:
+        card = read_card(spec)
+    return save_card_fields(spec, metrics={**card.get("metrics", {}), key: values})
+
+
+def save_calibration(spec: str | Path, calibration: dict) -> Path:
+    """Store a calibration (from `fmr.eval.calibration.calibrate`) in a backbone's model card.
+
+    spec: "dlib" (writes `checkpoints/dlib_reference.json`) or a checkpoint path (its card is
+    rewritten with `fmr.checkpoints.update_card`). Returns the card file written.
+    """
+    return save_card_fields(spec, calibration=calibration)
 
 
 def card_json(data: dict) -> str:
