@@ -66,8 +66,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(args, name: str, batch_size: int, feed: str, dataset, device) -> float:
-    """Images per second of `args.steps` training steps after `args.warmup` untimed ones."""
+def measure(args, name: str, batch_size: int, feeds: list[str], dataset, device) -> dict:
+    """Images per second of each feed: `args.steps` timed training steps after `args.warmup`
+    untimed ones. One model (compiled once) serves every feed of this batch size."""
     from fmr.train.augment import AugmentSettings, augment_batch
     from fmr.train.config import TrainConfig
     from fmr.train.data import InMemoryBatches, StreamingBatches
@@ -80,7 +81,7 @@ def measure(args, name: str, batch_size: int, feed: str, dataset, device) -> flo
     num_classes = dataset.num_classes if dataset is not None else 1000
     teacher_dim = dataset.teacher.shape[1] if use_teacher else None
     module = build_module(config, num_classes, teacher_dim, device)
-    if (cuda if args.compile is None else args.compile):
+    if cuda if args.compile is None else args.compile:
         compile_backbone(module)
     optimizer, parameters = make_optimizer(module, config, device)
     module.train()
@@ -88,26 +89,27 @@ def measure(args, name: str, batch_size: int, feed: str, dataset, device) -> flo
     generator = torch.Generator(device=device).manual_seed(0)
     channels_last = cuda and config.channels_last
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda)
-    total = args.warmup + args.steps
 
-    def batches():
-        if feed == "synthetic":
-            x = torch.randn(batch_size, 3, 112, 112, device=device).clamp_(-1, 1)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            labels = torch.randint(0, num_classes, (batch_size,), device=device)
-            teacher = None
-            has = None
-            if teacher_dim:
-                teacher = torch.nn.functional.normalize(
-                    torch.randn(batch_size, teacher_dim, device=device), dim=1)
-                has = torch.ones(batch_size, dtype=torch.bool, device=device)
-            while True:
-                yield x, labels, teacher, has
-        loader_class = InMemoryBatches if feed == "pack" else StreamingBatches
-        kwargs = {"progress": False} if feed == "pack" else {}
-        loader = loader_class(dataset, batch_size, 0, 0, 1, use_teacher, device,
-                              workers=args.workers, **kwargs)
+    def synthetic():
+        x = torch.randn(batch_size, 3, 112, 112, device=device).clamp_(-1, 1)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        labels = torch.randint(0, num_classes, (batch_size,), device=device)
+        teacher = has = None
+        if teacher_dim:
+            teacher = torch.nn.functional.normalize(
+                torch.randn(batch_size, teacher_dim, device=device), dim=1)
+            has = torch.ones(batch_size, dtype=torch.bool, device=device)
+        while True:
+            yield x, labels, teacher, has
+
+    def real(feed: str):
+        if feed == "pack":
+            loader = InMemoryBatches(dataset, batch_size, 0, 0, 1, use_teacher, device,
+                                     workers=args.workers, progress=False)
+        else:
+            loader = StreamingBatches(dataset, batch_size, 0, 0, 1, use_teacher, device,
+                                      workers=args.workers)
         epoch = 0
         while True:
             for batch in loader.epoch(epoch):
@@ -116,23 +118,32 @@ def measure(args, name: str, batch_size: int, feed: str, dataset, device) -> flo
                 yield images, batch.labels, batch.teacher, batch.has_teacher
             epoch += 1
 
-    stream = batches()
-    started = 0.0
-    for i in range(total):
-        if i == args.warmup:
+    results = {}
+    for feed in feeds:
+        stream = synthetic() if feed == "synthetic" else real(feed)
+        started = 0.0
+        try:
+            for i in range(args.warmup + args.steps):
+                if i == args.warmup:
+                    synchronize(device)
+                    started = time.perf_counter()
+                images, labels, teacher, has = next(stream)
+                with autocast:
+                    loss, _ = module(images, labels, teacher, has)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(parameters, max_norm=5.0)
+                optimizer.step()
             synchronize(device)
-            started = time.perf_counter()
-        images, labels, teacher, has = next(stream)
-        with autocast:
-            loss, _ = module(images, labels, teacher, has)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, max_norm=5.0)
-        optimizer.step()
-    synchronize(device)
-    seconds = time.perf_counter() - started
-    stream.close()
-    return args.steps * batch_size / seconds
+            results[feed] = args.steps * batch_size / (time.perf_counter() - started)
+        except torch.OutOfMemoryError:
+            results[feed] = None
+        finally:
+            stream.close()
+        print(f"{name} batch {batch_size} {feed}: "
+              f"{'out of memory' if results[feed] is None else round(results[feed])} img/s",
+              flush=True)
+    return results
 
 
 def main(argv=None) -> int:
@@ -158,17 +169,10 @@ def main(argv=None) -> int:
     rows = []
     for model in args.models.split(","):
         for batch_size in (int(b) for b in args.batch_sizes.split(",")):
-            row = {"model": model, "batch": batch_size}
-            for feed in feeds:
-                try:
-                    row[feed] = measure(args, model, batch_size, feed, dataset, device)
-                except torch.OutOfMemoryError:
-                    row[feed] = None
-                finally:
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                print(f"{model} batch {batch_size} {feed}: "
-                      f"{row[feed] if row[feed] is None else round(row[feed])} img/s", flush=True)
+            row = {"model": model, "batch": batch_size,
+                   **measure(args, model, batch_size, feeds, dataset, device)}
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
             reference = REFERENCE_H200.get(model)
             row["reference_h200"] = None if reference is None else reference[
                 0 if batch_size == 512 else 1] if batch_size in (128, 512) else None

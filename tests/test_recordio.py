@@ -117,6 +117,19 @@ def test_image_set_header_layout_round_trip(tmp_path):
         assert decoded.shape == (112, 112, 3)
 
 
+def test_concurrent_reads_from_threads(tmp_path):
+    # Training decodes a pack with a thread pool over one reader: reads must not interleave.
+    import concurrent.futures
+
+    images = [_jpeg(i) for i in range(40)]
+    write_image_set(tmp_path / "train.rec", images, [i // 4 for i in range(40)])
+    records = read_image_set(tmp_path / "train.rec")
+    order = np.random.default_rng(0).integers(0, 40, 2000)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        payloads = list(pool.map(records.payload, order))
+    assert all(p == images[i] for p, i in zip(payloads, order, strict=True))
+
+
 def test_flat_file_without_header_record(tmp_path):
     rec = tmp_path / "flat.rec"
     with RecordWriter(rec) as writer:

@@ -40,10 +40,12 @@ from fmr.data import pack as packs
 from fmr.errors import DataError
 
 PRESETS = ("shared", "original")
-QUALITY_LADDER = (95, 92, 90, 88, 85, 82, 80, 78, 75, 72, 70, 65, 60, 55, 50)
+QUALITY_LADDER = (95, 92, 90, 88, 86, 84, 82, 80, 78, 76, 74, 72, 70, 68, 66, 64, 62, 60, 55, 50)
 DEFAULT_MAX_MIB = {"shared": 32.0, "original": None}
 CACHE_FILE = "detections.jsonl"
 DROPPED_FILE = "dropped.csv"
+PACK_FILES = ("train.rec", "train.idx", "val.rec", "val.idx", "val_pairs.txt", "teacher.npy",
+              "meta.json", DROPPED_FILE)
 TEACHERS = ("dlib",)
 
 
@@ -327,28 +329,49 @@ class _Entry:
     kind: str = "photo"  # photo | masked | flip | rotate
 
 
+def _records_size(encoded: Sequence[bytes]) -> int:
+    # A record adds 8 (RecordIO) + 24 (IRHeader) bytes, padding to 4, and a ~16-byte index line.
+    return sum(len(e) + 32 + (-(len(e) + 24) % 4) + 16 for e in encoded)
+
+
 def _choose_quality(crops: Sequence[np.ndarray], options: PrepareOptions, fixed_bytes: int):
-    """Encode at the highest quality whose pack fits `max_mib` (or at `options.quality`)."""
-    table: list[dict] = []
-    ladder = [options.quality] if options.quality is not None else list(QUALITY_LADDER)
+    """Encode at the highest quality of QUALITY_LADDER whose pack fits `max_mib` (binary search:
+    size grows with quality), or at `options.quality`. Returns (quality, encoded, table of
+    the sizes tried)."""
     budget = None if options.max_mib is None else options.max_mib * 2**20 - fixed_bytes
-    encoded: list[bytes] = []
-    for quality in ladder:
-        encoded = [_encode_jpeg(c, quality) for c in crops]
-        # A record adds 8 (RecordIO) + 24 (IRHeader) bytes, up to 3 of padding, an index line.
-        size = sum(len(e) + 32 + (-(len(e) + 24) % 4) + 12 for e in encoded)
-        table.append({"quality": quality, "mib": round(size / 2**20, 2)})
-        if budget is None or size <= budget:
-            return quality, encoded, table
+    table: list[dict] = []
+    tried: dict[int, list[bytes]] = {}
+
+    def size_at(quality: int) -> int:
+        tried[quality] = [_encode_jpeg(c, quality) for c in crops]
+        size = _records_size(tried[quality])
+        table.append({"quality": quality, "mib": round((size + fixed_bytes) / 2**20, 2)})
+        return size
+
     if options.quality is not None:
+        if size_at(options.quality) > (budget if budget is not None else float("inf")):
+            raise DataError(
+                f"the pack needs {table[-1]['mib']} MiB at JPEG quality {options.quality}, more "
+                f"than --max-mib {options.max_mib}; lower --quality or raise --max-mib"
+            )
+        return options.quality, tried[options.quality], table
+    ladder = sorted(QUALITY_LADDER)  # ascending
+    if size_at(ladder[-1]) <= (budget if budget is not None else float("inf")):
+        return ladder[-1], tried[ladder[-1]], table
+    low, high = 0, len(ladder) - 1  # invariant: ladder[high] does not fit
+    if size_at(ladder[0]) > budget:
         raise DataError(
-            f"the pack needs {table[-1]['mib']} MiB at JPEG quality {options.quality}, more than "
-            f"--max-mib {options.max_mib}; lower --quality or raise --max-mib"
+            f"the pack does not fit {options.max_mib} MiB even at JPEG quality {ladder[0]} "
+            f"({table[-1]['mib']} MiB); raise --max-mib or use fewer images"
         )
-    raise DataError(
-        f"the pack does not fit {options.max_mib} MiB even at JPEG quality {ladder[-1]} "
-        f"({table[-1]['mib']} MiB); raise --max-mib or use fewer images"
-    )
+    while high - low > 1:
+        middle = (low + high) // 2
+        if size_at(ladder[middle]) <= budget:
+            low = middle
+        else:
+            high = middle
+    table.sort(key=lambda row: -row["quality"])
+    return ladder[low], tried[ladder[low]], table
 
 
 @dataclass
@@ -392,7 +415,21 @@ def prepare(options: PrepareOptions) -> PrepareResult:
     )
     meta = _assemble(options, plan, items, summary.results, out)
     meta["seconds"] = round(time.monotonic() - started, 1)
-    (out / packs.META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    for _ in range(2):  # the second pass records the size including meta.json itself
+        (out / packs.META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+        size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+        meta["pack_mib"] = round(size / 2**20, 2)
+    counts = meta["counts"]
+    labelled = counts["training_images"] - counts["distillation_only_images"]
+    print(
+        f"fmr prepare: {labelled} training images of {counts['training_classes']} identities "
+        f"+ {counts['distillation_only_images']} distillation-only images, "
+        f"{counts['validation_images']} validation images, {counts['validation_pairs']} pairs; "
+        f"dropped {counts['photos_failed']} photos and {counts['dropped_identities']} identities "
+        f"(see {out / DROPPED_FILE}); pack {meta['pack_mib']} MiB (whole folder) at JPEG "
+        f"quality {meta['jpeg_quality']}: {out}",
+        file=sys.stderr,
+    )
     return PrepareResult(out, meta, meta["seconds"])
 
 
@@ -464,26 +501,30 @@ def _assemble(options: PrepareOptions, plan: Plan, items, results, out: Path) ->
         for i, e in enumerate(train_entries):
             if e.teacher is not None:
                 teacher[i] = e.teacher.astype(np.float16)
-    teacher_bytes = 0 if teacher is None else teacher.nbytes + 128
-    pairs_text = "".join(f"{i} {j} {int(s)}\n" for i, j, s in pairs)
-    fixed = teacher_bytes + len(pairs_text) + 64 * 1024  # meta.json and the small files
-    crops = [e.crop for e in train_entries] + [e.crop for e in val_entries]
-    quality, encoded, table = _choose_quality(crops, options, fixed)
-    train_encoded, val_encoded = encoded[: len(train_entries)], encoded[len(train_entries) :]
-
-    packs.write_pack_images(out, "train", train_encoded, train_labels)
-    if val_entries:
-        packs.write_pack_images(out, "val", val_encoded, val_labels)
-        packs.write_pairs(out / packs.VAL_PAIRS_FILE, pairs)
-    if teacher is not None:
-        np.save(out / packs.TEACHER_FILE, teacher)
+    # Files of an earlier run into the same folder must not survive (a stale teacher.npy...).
+    for name in PACK_FILES:
+        (out / name).unlink(missing_ok=True)
     with open(out / DROPPED_FILE, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=["what", "name", "identity", "reason"])
         writer.writeheader()
         writer.writerows(dropped)
+    if teacher is not None:
+        np.save(out / packs.TEACHER_FILE, teacher)
+    if val_entries:
+        packs.write_pairs(out / packs.VAL_PAIRS_FILE, pairs)
+    # The size budget covers the whole folder: what is on disk now, meta.json (estimated from
+    # its class lists), and the records' header, identity records and index lines.
+    on_disk = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    names = classes + val_identities + [e.identity for e in unlabelled]
+    fixed = on_disk + 2 * sum(len(n) + 4 for n in names) + 32 * 1024
+    fixed += 64 * (len(classes) + len(val_identities) + 2)
+    crops = [e.crop for e in train_entries] + [e.crop for e in val_entries]
+    quality, encoded, table = _choose_quality(crops, options, fixed)
+    train_encoded, val_encoded = encoded[: len(train_entries)], encoded[len(train_entries) :]
+    packs.write_pack_images(out, "train", train_encoded, train_labels)
+    if val_entries:
+        packs.write_pack_images(out, "val", val_encoded, val_labels)
 
-    size = sum(f.stat().st_size for f in out.iterdir() if f.name.endswith((".rec", ".idx", ".npy")))
-    size += len(pairs_text)
     meta = {
         "format": packs.PACK_FORMAT,
         "version": packs.PACK_VERSION,
@@ -513,18 +554,9 @@ def _assemble(options: PrepareOptions, plan: Plan, items, results, out: Path) ->
             "validation_genuine_pairs": sum(1 for p in pairs if p[2]),
             "dropped_identities": sum(1 for d in dropped if d["what"] == "identity"),
         },
-        "pack_mib": round(size / 2**20, 2),
+        "pack_mib": None,  # the whole folder, filled in once meta.json is written
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
     }
-    counts = meta["counts"]
-    print(
-        f"fmr prepare: {counts['training_images']} training images of {counts['training_classes']}"
-        f" identities (+{counts['distillation_only_images']} distillation-only), "
-        f"{counts['validation_images']} validation images, {counts['validation_pairs']} pairs; "
-        f"dropped {failed_photos} photos and {counts['dropped_identities']} identities "
-        f"(see {out / DROPPED_FILE}); pack {meta['pack_mib']} MiB at JPEG quality {quality}: {out}",
-        file=sys.stderr,
-    )
     return meta
 
 

@@ -102,20 +102,29 @@ def encode_record(payload: bytes) -> bytes:
     return bytes(out)
 
 
-def _read_exact(handle, n: int, path: Path, offset: int) -> bytes:
-    data = handle.read(n)
-    if len(data) != n:
-        raise DataError(f"{path}: truncated record at byte {offset} (expected {n} bytes)")
-    return data
+def _reader(handle):
+    """read(n, offset) -> bytes over an int file descriptor (os.pread: no shared file
+    position, so threads can read one file at once) or a file object."""
+    if isinstance(handle, int):
+        return lambda n, offset: os.pread(handle, n, offset)
+
+    def read(n: int, offset: int) -> bytes:
+        handle.seek(offset)
+        return handle.read(n)
+
+    return read
 
 
 def read_record_at(handle, offset: int, path: Path) -> tuple[bytes, int]:
-    """Read the (maybe multi-part) record starting at `offset`: (payload, next offset)."""
-    handle.seek(offset)
+    """Read the (maybe multi-part) record starting at `offset`: (payload, next offset).
+
+    `handle` is an open binary file or an OS file descriptor. Raises EOFError at the end.
+    """
+    read = _reader(handle)
     parts: list[bytes] = []
     position = offset
     while True:
-        head = handle.read(8)
+        head = read(8, position)
         if not head and not parts:
             raise EOFError
         if len(head) != 8:
@@ -131,7 +140,10 @@ def read_record_at(handle, offset: int, path: Path) -> tuple[bytes, int]:
                 "is the .idx file the one written with this .rec?"
             )
         padded = length + (-length % 4)
-        parts.append(_read_exact(handle, padded, path, position)[:length])
+        data = read(padded, position + 8)
+        if len(data) != padded:
+            raise DataError(f"{path}: record at byte {position} is truncated ({padded} bytes)")
+        parts.append(data[:length])
         position += 8 + padded
         if cflag in (0, 3):
             break
@@ -196,7 +208,8 @@ class RecordWriter:
 class RecordReader:
     """Random access to the records of a `.rec` file through its `.idx` index.
 
-    Safe in DataLoader worker processes: each process opens its own file handle on first use.
+    Safe in threads (positional reads) and in DataLoader worker processes (each process opens
+    its own file descriptor on first use).
     """
 
     def __init__(self, rec_path: str | os.PathLike, idx_path: str | os.PathLike | None = None):
@@ -213,9 +226,9 @@ class RecordReader:
     def __len__(self) -> int:
         return len(self.index)
 
-    def _file(self):
+    def _file(self) -> int:
         if self._handle is None or self._pid != os.getpid():
-            self._handle = open(self.rec_path, "rb")  # noqa: SIM115 - one per process
+            self._handle = os.open(self.rec_path, os.O_RDONLY)  # one per process
             self._pid = os.getpid()
         return self._handle
 
@@ -239,9 +252,7 @@ class RecordReader:
 
         MS1M holds 5.2M records: reading 36 bytes instead of the whole JPEG keeps opening it fast.
         """
-        handle = self._file()
-        handle.seek(self.index[int(key)])
-        head = handle.read(8 + IR_SIZE + 4)
+        head = os.pread(self._file(), 8 + IR_SIZE + 4, self.index[int(key)])
         fast = len(head) == 8 + IR_SIZE + 4
         if fast:
             magic, lrec = struct.unpack_from("<II", head)
@@ -263,9 +274,9 @@ class RecordReader:
         return state
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._handle is not None and self._pid == os.getpid():
+            os.close(self._handle)
+        self._handle = None
 
 
 def iter_records(rec_path: str | os.PathLike) -> Iterator[tuple[int, bytes]]:

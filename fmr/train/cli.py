@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "(continue later with --resume)")
     run.add_argument("--time-limit", type=float, metavar="SECONDS",
                      help="stop cleanly (validate, export, checkpoint) after this long")
+    run.add_argument("--time-budget", type=float, metavar="SECONDS",
+                     help="fit the schedule into this much time from the start: after timing "
+                     "a few steps, --epochs becomes the number of epochs that fit (never more)")
+    run.add_argument("--val-every", type=int, metavar="N",
+                     help="validate (and export the best) every N epochs and after the last "
+                     "(default 1)")
     run.add_argument("--val-mask-seed", type=int,
                      help=f"seed of the masks on validation crops (default {d.val_mask_seed})")
     run.add_argument("--storage", choices=("fp32", "fp16", "int8"),

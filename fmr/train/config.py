@@ -65,6 +65,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     stop_after_epochs: int | None = None  # end this process early, keeping the --epochs schedule
     time_limit: float | None = None  # seconds; stop cleanly (checkpoint + export) when exceeded
+    time_budget: float | None = None  # seconds; fit --epochs to it after measuring the speed
+    val_every: int = 1  # epochs between validations (and exports); the last epoch always
     val_mask_seed: int = 1234  # masks on validation crops: fixed, so epochs compare
     storage: str = "fp16"  # export weights: fp32 | fp16 | int8
     resume: str | None = None  # a checkpoint file or run folder; "latest" = newest in --out
@@ -90,6 +92,7 @@ class TrainConfig:
             (self.in_memory in ("auto", "yes", "no"), "--in-memory must be auto, yes or no"),
             (self.storage in ("fp32", "fp16", "int8"), "--storage must be fp32, fp16 or int8"),
             (self.log_every >= 1, "--log-every must be at least 1"),
+            (self.val_every >= 1, "--val-every must be at least 1"),
             (self.workers >= 0, "--workers must be 0 or more"),
         ]
         for ok, message in checks:

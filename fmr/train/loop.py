@@ -13,6 +13,7 @@ the run with a message; the last state file on disk is the last good one.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import sys
@@ -136,6 +137,19 @@ def make_optimizer(module: nn.Module, config: TrainConfig, device: torch.device)
     return optimizer, parameters
 
 
+def fit_epochs(config: TrainConfig, step: int, steps_per_epoch: int, seconds_per_step: float,
+               elapsed: float) -> dict:
+    """How many epochs fit in `config.time_budget` at the measured speed (at most --epochs).
+
+    Keeps 8% of the remaining time for validation, exports and checkpoints at epoch ends.
+    """
+    remaining = max(0.0, config.time_budget - elapsed) * 0.92
+    total = step + remaining / max(seconds_per_step, 1e-9)
+    epochs = int(min(config.epochs, max(step // steps_per_epoch + 1, total // steps_per_epoch)))
+    return {"epochs": epochs, "seconds_per_step": seconds_per_step, "elapsed": elapsed,
+            "budget": config.time_budget, "asked_epochs": config.epochs}
+
+
 @dataclass
 class TrainResult:
     out: Path
@@ -215,7 +229,9 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
     backbone, head, projection = module.backbone, module.head, module.projection
     channels_last = config.channels_last and cuda
     optimizer, parameters = make_optimizer(module, config, device)
-    scheduler = make_scheduler(optimizer, total_steps, warmup_steps, config.poly_power)
+    schedule = {"total": total_steps}  # --time-budget may shorten it after a few steps
+    scheduler = make_scheduler(optimizer, lambda: schedule["total"], warmup_steps,
+                               config.poly_power)
 
     step = 0
     best: dict | None = None
@@ -233,6 +249,12 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
+        # Settings given for the resumed run win over the saved optimiser's (e.g. a lower --lr).
+        scheduler.base_lrs = [config.lr for _ in optimizer.param_groups]
+        for group in optimizer.param_groups:
+            group.update(initial_lr=config.lr, momentum=config.momentum,
+                         weight_decay=config.weight_decay)
+            group["lr"] = config.lr * scheduler.lr_lambdas[0](step)
         best = state.get("best")
         export_path = Path(state["export"]) if state.get("export") else None
         ranks = state.get("rng_per_rank") or []
@@ -255,8 +277,6 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
     description = dataset.describe()
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        import json
-
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
         log.event("start", step=step, config=config.to_dict(), data=description,
                   device=_device_name(device), world_size=ctx.world_size,
@@ -318,7 +338,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
             log.event("checkpoint", step=step, path=str(path), reason=reason)
         distributed.barrier(ctx)
 
-    def end_of_epoch(epoch: int) -> None:
+    def end_of_epoch(epoch: int, final: bool) -> None:
         nonlocal best, export_path, epoch_sums, epoch_started
         steps_in_epoch = step - epoch_started[1]
         stats = read_stats(epoch_sums, max(steps_in_epoch, 1))
@@ -328,7 +348,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
                / max(seconds, 1e-9), "seconds": round(seconds, 2)}
         if ctx.is_main:
             result = None
-            if validator is not None:
+            if validator is not None and ((epoch + 1) % config.val_every == 0 or final):
                 result = validator.evaluate(backbone)
                 row["val_unmasked_accuracy"] = result["unmasked"]["accuracy"]
                 row["val_masked_accuracy"] = result.get("masked", {}).get("accuracy")
@@ -341,7 +361,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
             if result is not None and (best is None or result["score"] >= best["score"]):
                 best = {"epoch": epoch + 1, "step": step, **result}
                 export_path = export(best, validator.calibration(backbone))
-            elif validator is None:  # nothing to choose on: the latest model is the export
+            elif validator is None and final:  # nothing to choose on: export the last model
                 best = {"epoch": epoch + 1, "step": step, "score": None}
                 export_path = export(best, {})
             tqdm.write(
@@ -391,11 +411,13 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
     start_epoch = step // steps_per_epoch
     last_epoch = config.epochs if config.stop_after_epochs is None else min(
         config.epochs, start_epoch + config.stop_after_epochs)
-    if config.stop_after_epochs is not None and last_epoch < config.epochs:
-        stopped = "stop_after_epochs"
     time_up = False
+    # --time-budget: time steps [probe[0], probe[1]) (after compilation), then fit the epochs.
+    probe = (step + 10, step + 30) if config.time_budget else None
+    probe_started = 0.0
     module.train()
-    for epoch in range(start_epoch, last_epoch):
+    epoch = start_epoch
+    while epoch < last_epoch:  # --time-budget may lower last_epoch during the first epoch
         for batch in batches.epoch(epoch, step - epoch * steps_per_epoch):
             generator.manual_seed(_step_seed(config.seed, ctx.rank, step))
             images = augment_batch(batch.images, augment, generator, channels_last=channels_last)
@@ -427,17 +449,38 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
                 if config.time_limit is not None:
                     over = torch.tensor(float(now - started > config.time_limit), device=device)
                     time_up = bool(distributed.all_reduce_sum(ctx, over).item() > 0)
+            if probe and step == probe[0]:
+                if cuda:
+                    torch.cuda.synchronize(device)
+                probe_started = time.monotonic()
+            if probe and step == probe[1]:
+                if cuda:
+                    torch.cuda.synchronize(device)
+                fitted = fit_epochs(config, step, steps_per_epoch,
+                                    (time.monotonic() - probe_started) / (probe[1] - probe[0]),
+                                    time.monotonic() - started)
+                fitted = distributed.broadcast_object(ctx, fitted)
+                log.event("budget", step=step, **fitted)
+                config.epochs, config.time_budget = fitted["epochs"], None
+                schedule["total"] = total_steps = config.epochs * steps_per_epoch
+                last_epoch = min(last_epoch, config.epochs)
+                bar.total = total_steps
+                probe = None
             if config.save_every and step % config.save_every == 0 and step % steps_per_epoch:
                 read_stats(epoch_sums, 1)  # never write a checkpoint after a non-finite loss
                 save("interval")
             if time_up:
                 break
-        end_of_epoch(epoch)
+        end_of_epoch(epoch, final=time_up or epoch + 1 >= last_epoch)
         epochs_done = epoch + 1
+        epoch += 1
         if time_up:
-            stopped = "time_limit"
             break
     bar.close()
+    if time_up:
+        stopped = "time_limit"
+    elif epochs_done < config.epochs:
+        stopped = "stop_after_epochs"
     if ctx.is_main:
         log.event("stop", step=step, reason=stopped, best=best,
                   export=None if export_path is None else str(export_path),

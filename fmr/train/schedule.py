@@ -3,6 +3,8 @@ PolyScheduler)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -21,9 +23,17 @@ def warmup_poly_factor(step: int, total_steps: int, warmup_steps: int, power: fl
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int, power: float = 2.0
+    optimizer: torch.optim.Optimizer,
+    total_steps: int | Callable[[], int],
+    warmup_steps: int,
+    power: float = 2.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR stepping once per optimiser step (its state_dict resumes exactly)."""
+    """A LambdaLR stepping once per optimiser step (its state_dict resumes exactly).
+
+    `total_steps` may be a function, read at every step: `--time-budget` fixes the length of
+    the schedule only after measuring the first steps.
+    """
+    length = total_steps if callable(total_steps) else (lambda: total_steps)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_poly_factor(step, total_steps, warmup_steps, power)
+        optimizer, lambda step: warmup_poly_factor(step, length(), warmup_steps, power)
     )

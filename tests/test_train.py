@@ -1,0 +1,308 @@
+"""train.py on CPU: two short epochs on a pack from `fmr prepare`, exact resume, NaN stop,
+`fmr verify` loading the export; data errors; config files; the schedule and augmentation;
+the training path importing without dlib, facenet-pytorch or streamlit (the GPU machine has
+none of them)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fmr.cli import main as fmr_main
+from fmr.data.sources import open_training_set
+from fmr.errors import FmrError
+from fmr.settings import REPO_ROOT
+from fmr.train.augment import AugmentSettings, augment_batch
+from fmr.train.cli import config_from_args
+from fmr.train.cli import main as train_main
+from fmr.train.schedule import warmup_poly_factor
+
+BLOCKED = ("dlib", "facenet_pytorch", "face_recognition_models", "streamlit")
+BLOCKER = f"""
+import importlib.abc, sys
+class _Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {BLOCKED!r}:
+            raise ImportError(f"{{name}} is not installed on the GPU machine")
+        return None
+sys.meta_path.insert(0, _Blocked())
+"""
+TINY = [
+    "--device",
+    "cpu",
+    "--backbone",
+    "iresnet18",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "4",
+    "--warmup-epochs",
+    "1",
+    "--lr",
+    "0.02",
+    "--log-every",
+    "1",
+    "--workers",
+    "1",
+    "--quiet",
+]
+
+
+def _train_blocked(*args: str) -> subprocess.CompletedProcess:
+    """train.py in a fresh interpreter where dlib, facenet-pytorch and streamlit cannot load."""
+    code = (
+        BLOCKER + "import runpy; sys.argv = ['train.py', *sys.argv[1:]]; "
+        "runpy.run_path('train.py', run_name='__main__')"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _state_steps(run: Path) -> list[int]:
+    return sorted(int(p.stem.split("-")[1]) for p in (run / "checkpoints").glob("step-*.pt"))
+
+
+def _events(run: Path, kind: str) -> list[dict]:
+    lines = (run / "log.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["kind"] == kind]
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory, shared_data) -> Path:
+    out = tmp_path_factory.mktemp("train") / "pack"
+    code = fmr_main(
+        [
+            "prepare",
+            "--preset",
+            "shared",
+            "--out",
+            str(out),
+            "--quiet",
+            "--teacher",
+            "dlib",
+            "--max-identities",
+            "6",
+            "--max-validation-identities",
+            "2",
+            "--max-images-per-identity",
+            "2",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+def test_train_resume_nan_stop_and_verify(pack, tmp_path, photos_dir, capsys):
+    run = tmp_path / "run"
+    first = _train_blocked(
+        "--data", str(pack), "--out", str(run), "--stop-after-epochs", "1", *TINY
+    )
+    assert first.returncode == 0, first.stderr
+    steps_per_epoch = _events(run, "start")[0]["steps_per_epoch"]
+    assert _state_steps(run) == [steps_per_epoch]
+    assert (run / "best.safetensors").is_file() and (run / "best.json").is_file()
+
+    # A copy of the run after one epoch, to make diverge later.
+    diverging = tmp_path / "diverging"
+    shutil.copytree(run, diverging)
+
+    assert train_main(["--resume", "--out", str(run), "--quiet"]) == 0
+    assert _state_steps(run) == [steps_per_epoch, 2 * steps_per_epoch]
+    assert _events(run, "stop")[-1]["step"] == 2 * steps_per_epoch
+    assert [e["epoch"] for e in _events(run, "val")] == [1, 2]
+
+    # Resuming gives exactly the weights of an uninterrupted run.
+    straight = tmp_path / "straight"
+    assert train_main(["--data", str(pack), "--out", str(straight), *TINY]) == 0
+    resumed = torch.load(
+        run / "checkpoints" / f"step-{2 * steps_per_epoch:08d}.pt", weights_only=False
+    )
+    direct = torch.load(
+        straight / "checkpoints" / f"step-{2 * steps_per_epoch:08d}.pt", weights_only=False
+    )
+    for name, value in direct["backbone"].items():
+        assert torch.equal(value, resumed["backbone"][name]), name
+    for name, value in direct["head"].items():
+        assert torch.equal(value, resumed["head"][name]), name
+
+    # The export is a calibrated model card `fmr verify` loads as it is.
+    card = json.loads((run / "best.json").read_text())
+    assert card["architecture"] == "iresnet18"
+    assert {"unmasked", "masked"} <= set(card["metrics"]["validation"])
+    assert -1.0 <= card["calibration"]["threshold"] <= 1.0
+    assert card["training"]["data"]["kind"] == "pack"
+    assert card["training"]["data"]["teacher"]["dimension"] == 128
+    capsys.readouterr()
+    photo_a, photo_b = sorted((photos_dir / "obama").iterdir())[:2]
+    code = fmr_main(
+        [
+            "verify",
+            "--checkpoint",
+            str(run / "best.safetensors"),
+            str(photo_a),
+            str(photo_b),
+            "--json",
+        ]
+    )
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert "iresnet18" in json.dumps(result)
+
+    # A diverging loss stops the run and keeps the last good checkpoint and export.
+    best_before = (diverging / "best.safetensors").read_bytes()
+    capsys.readouterr()
+    assert train_main(["--resume", "--out", str(diverging), "--lr", "1e30", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "loss became" in err and "last good checkpoint" in err
+    assert _state_steps(diverging) == [steps_per_epoch]
+    assert (diverging / "best.safetensors").read_bytes() == best_before
+
+
+def test_train_rec_folder_without_validation(pack, tmp_path):
+    bare = tmp_path / "ms1m-like"
+    bare.mkdir()
+    for name in ("train.rec", "train.idx"):
+        shutil.copy(pack / name, bare / name)
+    dataset = open_training_set(bare)
+    assert dataset.kind == "recordio" and dataset.teacher is None
+    assert np.array_equal(dataset.labels, open_training_set(pack).labels)
+    run = tmp_path / "run"
+    assert train_main(["--data", str(bare), "--out", str(run), *TINY, "--epochs", "1"]) == 0
+    card = json.loads((run / "best.json").read_text())
+    assert card["metrics"]["validation"] is None
+    assert card["metrics"]["selected"]["rule"].startswith("last epoch")
+    assert not _events(run, "val")
+
+
+def _image_folder(root: Path, people: dict[str, int]) -> Path:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for person, count in people.items():
+        (root / person).mkdir(parents=True)
+        for i in range(count):
+            image = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
+            cv2.imwrite(str(root / person / f"{i}.png"), image)
+    return root
+
+
+def test_data_errors_are_clear(tmp_path, capsys):
+    cases = {
+        tmp_path / "missing": "no such file or folder",
+        (tmp_path / "empty").resolve(): "empty, or not training data",
+        _image_folder(tmp_path / "one", {"solo": 3}): "training needs at least two identities",
+        tmp_path / "loose": "images lie directly in this folder",
+    }
+    (tmp_path / "empty").mkdir()
+    _image_folder(tmp_path, {"loose": 2})
+    for path, message in cases.items():
+        assert train_main(["--data", str(path), "--out", str(tmp_path / "run"), *TINY]) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(path) in err, err
+
+
+def test_image_folder_is_training_data(tmp_path):
+    folder = _image_folder(tmp_path / "crops", {"ann": 2, "bob": 3, "cid": 2})
+    dataset = open_training_set(folder)
+    assert dataset.kind == "folder" and dataset.num_classes == 3
+    assert dataset.labels.tolist() == [0, 0, 1, 1, 1, 2, 2]
+    assert dataset.decode(2).shape == (112, 112, 3)
+
+
+def test_config_file_and_flags(tmp_path):
+    config_file = tmp_path / "recipe.toml"
+    config_file.write_text('backbone = "ressanet18"\nepochs = 3\nmask-prob = 0.7\n')
+    config = config_from_args(["--config", str(config_file), "--epochs", "5"])
+    assert (config.backbone, config.epochs, config.mask_prob) == ("ressanet18", 5, 0.7)
+    assert config.lr == 0.1  # untouched default
+    (tmp_path / "bad.json").write_text('{"epoch": 3}')
+    with pytest.raises(FmrError, match="unknown setting 'epoch'"):
+        config_from_args(["--config", str(tmp_path / "bad.json")])
+    with pytest.raises(FmrError, match="--mask-prob"):
+        config_from_args(["--mask-prob", "1.5"])
+
+
+def test_warmup_then_polynomial_decay():
+    factors = [warmup_poly_factor(s, total_steps=10, warmup_steps=4, power=2.0) for s in range(11)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4] == 1.0 and factors[10] == 0.0
+    assert factors[7] == pytest.approx((1 - 3 / 6) ** 2)
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:], strict=False))
+
+
+def test_augmentation_is_seeded_and_masks_the_lower_face(pack):
+    dataset = open_training_set(pack)
+    crops = torch.from_numpy(np.stack([dataset.decode(i) for i in range(4)])).permute(0, 3, 1, 2)
+    settings = AugmentSettings()
+    first = augment_batch(crops, settings, torch.Generator().manual_seed(7))
+    again = augment_batch(crops, settings, torch.Generator().manual_seed(7))
+    other = augment_batch(crops, settings, torch.Generator().manual_seed(8))
+    assert first.shape == (4, 3, 112, 112) and first.dtype == torch.float32
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert first.min() >= -1.0 and first.max() <= 1.0
+
+    # Without jitter and with flip probability 1 the result is the normalised mirror image.
+    mirror = AugmentSettings(
+        mask_prob=0.0,
+        flip_prob=1.0,
+        rotation=0.0,
+        scale_jitter=0.0,
+        translate=0.0,
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+        grayscale_prob=0.0,
+    )
+    flipped = augment_batch(crops, mirror, torch.Generator().manual_seed(0))
+    expected = crops.flip(3).float() / 127.5 - 1.0
+    assert torch.allclose(flipped, expected, atol=1e-4)
+
+    # Masks only (probability 1): the mouth region changes, the eye band does not.
+    masks_only = AugmentSettings(**{**mirror.__dict__, "flip_prob": 0.0, "mask_prob": 1.0})
+    masked = (augment_batch(crops, masks_only, torch.Generator().manual_seed(1)) + 1.0) * 127.5
+    plain = crops.float()
+    mouth = (masked[:, :, 85:100, 40:72] - plain[:, :, 85:100, 40:72]).abs().mean()
+    eyes = (masked[:, :, 38:50, 30:82] - plain[:, :, 38:50, 30:82]).abs().mean()
+    assert mouth > 20 and eyes < 1
+
+
+def test_training_path_imports_without_dlib_facenet_streamlit():
+    modules = [
+        "train",
+        "fmr.train",
+        "fmr.train.loop",
+        "fmr.train.cli",
+        "fmr.train.data",
+        "fmr.train.validation",
+        "fmr.train.augment",
+        "fmr.data.sources",
+        "fmr.data.recordio",
+        "fmr.masks.tensor",
+        "fmr.models",
+        "fmr.losses",
+        "fmr.checkpoints",
+        "fmr.eval.metrics",
+        "fmr.eval.calibration",
+    ]
+    code = BLOCKER + (
+        "import importlib\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        f"assert not [m for m in sys.modules if m.split('.')[0] in {BLOCKED!r}]\n"
+        "import fmr.train.cli; fmr.train.cli.build_parser()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
