@@ -317,6 +317,13 @@ def test_embed_folder_and_files_with_failures(capsys, random_checkpoint, lfw_fac
     norms = np.linalg.norm(data["embeddings"], axis=1)
     assert norms[[0, 1, 3]] == pytest.approx(1.0, abs=1e-5) and norms[2] == 0
     assert "broken.jpg" in data["reason"][2] and data["reason"][0] == ""
+    from fmr.batch import manifest_rows
+
+    # manifest_rows reads <folder>/manifest.csv; ours is named after the .npz
+    (tmp_path / "manifest.csv").write_bytes((tmp_path / "emb.manifest.csv").read_bytes())
+    rows = manifest_rows(tmp_path)
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed", "ok"]
+    assert rows[2]["reason"] == data["reason"][2] and rows[3]["row"] == "3"
 
 
 def test_embed_aligned_crops(capsys, random_checkpoint, lfw_faces, tmp_path):

@@ -14,6 +14,7 @@ embed it (flip-averaged, L2-normalised) and write FILE.npz with:
   ok          (N,) bool
   reason      (N,) why an image failed ('' when ok)
   backbone, checkpoint: which model made them
+and FILE.manifest.csv (input, output, status, reason, row) as every batch command does.
 Folders are searched recursively. A failed image does not stop the run; the command exits 0
 when the batch ran and prints how many failed.
 
@@ -104,6 +105,21 @@ def _embed_aligned(items, embedder, progress: bool):
     return embeddings, ok, reasons
 
 
+def _write_manifest(path, items, ok, reasons, npz_name: str) -> None:
+    """The batch manifest: one row per input (input, output, status, reason, row), where
+    output names the .npz and row is the input's row in it."""
+    import csv
+
+    from fmr.batch import BASE_COLUMNS
+
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*BASE_COLUMNS, "row"])
+        for row, (item, good, reason) in enumerate(zip(items, ok, reasons, strict=True)):
+            status = "ok" if good else "failed"
+            writer.writerow([item.path, npz_name if good else "", status, reason, row])
+
+
 def run(args: argparse.Namespace) -> int:
     import contextlib
     import os
@@ -155,10 +171,12 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=np.array(str(embedder.path)),
     )
     os.replace(temporary, out)
+    manifest = out.with_name(out.stem + ".manifest.csv")
+    _write_manifest(manifest, items, ok, reasons, out.name)
     failed = int((~np.asarray(ok)).sum())
     print(
         f"fmr embed: {len(items) - failed} ok, {failed} failed, {len(items)} inputs; "
-        f"{embedder.name} ({embedder.embedding_size}-d) embeddings in {out}",
+        f"{embedder.name} ({embedder.embedding_size}-d) embeddings in {out}; manifest: {manifest}",
         file=sys.stderr,
     )
     return 0
