@@ -65,7 +65,7 @@ def home() -> None:
             st.markdown(f"**Trained on** {training_data(card)}")
             measured = accuracy_lines(card)
             scores = evaluated.get(info.family)
-            if scores is not None:
+            if scores is not None and not measured:  # the card's own record comes first
                 protocol = scores.protocol_short
                 measured += [
                     f"{protocol}, {c.label}: {c.summary['kfold_accuracy']['mean']:.2%}"

@@ -53,7 +53,16 @@ else:
     threshold = math.cos(math.radians(threshold_deg))
     pick_col.caption(f"{data.name} on {data.protocol_short}: {data.pair_count}.")
 
-    conditions = list(data.conditions.values())
+    available = list(data.conditions.values())
+    masked = [c for c in available if c.masked]
+    shown_first = available[:1] + (
+        [c for c in masked if "surgical" in c.label][:1] or masked[:1])
+    chosen = st.multiselect(
+        "Conditions", [c.label for c in available], default=[c.label for c in shown_first],
+        key="angles_conditions",
+        help="One photo masked: the second photo of every pair wears a synthetic mask.",
+    )
+    conditions = [c for c in available if c.label in chosen] or available[:1]
     rows, points, curves = [], [], []
     for colour, condition in zip(CONDITION_COLOURS, conditions, strict=False):
         far, frr = (float(v[0]) for v in error_rates(condition.genuine, condition.impostor,
@@ -107,38 +116,38 @@ else:
         ),
         width="stretch", key="angle_histograms",
     )
-    roc_col, table_col = st.columns(2, gap="large")
-    with roc_col:
-        st.markdown("**ROC**, with the threshold's operating point on the listed pairs")
-        n_impostor = min(c.summary.get("all_pairs", {}).get("n_impostor") or c.impostor.size
-                         for c in conditions)
-        st.plotly_chart(charts.roc(curves, points, far_floor=10 ** math.floor(
-            math.log10(1 / n_impostor))), width="stretch", key="roc")
-    with table_col:
-        st.markdown("**Over all pairs** of the evaluation images (each at its own threshold)")
-        table = {}
-        for condition in conditions:
-            summary = condition.summary
-            column = {"accuracy (10-fold, listed pairs)":
-                      summary.get("kfold_accuracy", {}).get("mean")}
-            all_pairs = summary.get("all_pairs", {})
-            column["EER"] = all_pairs.get("eer")
-            for point in all_pairs.get("tar_at_far", []):
-                column[f"TAR at FAR {point['far_target']:g}"] = (
-                    point["tar"] if point.get("measurable", True) else None)
-            table[condition.label] = column
-        st.dataframe(
-            pd.DataFrame(table), key="tar_table",
-            column_config={label: st.column_config.NumberColumn(format="percent")
-                           for label in table},
+    st.markdown("**ROC**: listed pairs (solid) and all pairs of the evaluation images "
+                "(dotted), with the threshold's operating point on the listed pairs")
+    n_impostor = min(c.summary.get("all_pairs", {}).get("n_impostor") or c.impostor.size
+                     for c in conditions)
+    st.plotly_chart(charts.roc(curves, points, far_floor=10 ** math.floor(
+        math.log10(1 / n_impostor))), width="stretch", key="roc")
+
+    st.markdown("**Over all pairs** of the evaluation images (each at its own threshold)")
+    table = {}
+    for condition in conditions:
+        summary = condition.summary
+        column = {"accuracy (10-fold, listed pairs)":
+                  summary.get("kfold_accuracy", {}).get("mean")}
+        all_pairs = summary.get("all_pairs", {})
+        column["EER"] = all_pairs.get("eer")
+        for point in all_pairs.get("tar_at_far", []):
+            column[f"TAR at FAR {point['far_target']:g}"] = (
+                point["tar"] if point.get("measurable", True) else None)
+        table[condition.label] = column
+    st.dataframe(
+        pd.DataFrame(table), key="tar_table",
+        column_config={label: st.column_config.NumberColumn(format="percent")
+                       for label in table},
+    )
+    counts = conditions[0].summary.get("all_pairs", {})
+    if counts.get("n_impostor"):
+        st.caption(
+            f"{counts['n_genuine']:,} same-person and {counts['n_impostor']:,} "
+            f"different-person pairs of {counts.get('n_images', 0):,} images "
+            f"({conditions[0].label}): enough to measure a FAR of 1e-4, which the 1,500 listed "
+            "different-person pairs cannot."
         )
-        counts = conditions[0].summary.get("all_pairs", {})
-        if counts.get("n_impostor"):
-            st.caption(
-                f"{counts['n_genuine']:,} same-person and {counts['n_impostor']:,} "
-                f"different-person pairs of {counts.get('n_images', 0):,} images: enough to "
-                "measure a FAR of 1e-4, which the 1,500 listed different-person pairs cannot."
-            )
     st.caption(f"Scores: {data.source}.")
 
 st.subheader("The additive angular margin")

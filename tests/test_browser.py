@@ -55,6 +55,10 @@ def test_upload_a_pair_and_read_the_verdict(chromium, photos_dir, tmp_path):
         page.get_by_role("heading", name="same person").wait_for(timeout=240_000)
         wait_until_idle(page)
         assert page.get_by_text("obama2.jpg: 1 face found").count() == 1
+        # Opened directly on a page's URL, the sidebar is still the app's own navigation.
+        navigation = page.get_by_test_id("stSidebarNav")
+        assert navigation.get_by_text("Verify a pair", exact=True).count() == 1
+        assert navigation.get_by_text("ArcFace angles", exact=True).count() == 1
         shot = tmp_path / "verify.png"
         page.screenshot(path=str(shot), full_page=True)
 

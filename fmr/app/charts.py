@@ -243,7 +243,7 @@ def roc(
             )
         )
     fig.update_layout(
-        height=360,
+        height=380,
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
         xaxis={"type": "log", "title": "false accept rate (FAR)",
                "range": [math.log10(far_floor), 0], "exponentformat": "power"},

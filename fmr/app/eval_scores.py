@@ -136,6 +136,23 @@ def folds_label(folds) -> str:
     return ", ".join(map(str, folds))
 
 
+def condition_label(condition: dict) -> str:
+    """A short label for a `fmr eval` condition: "unmasked", "one photo masked: surgical,
+    warp renderer", "both photos masked: ..."."""
+
+    def mask(side: dict) -> str:
+        return f"{side['style']}, {side.get('renderer', 'fmr')} renderer"
+
+    first, second = condition.get("first", {}), condition.get("second", {})
+    if not first.get("masked") and not second.get("masked"):
+        return "unmasked"
+    if first.get("masked") and second.get("masked"):
+        if mask(first) == mask(second):
+            return f"both photos masked: {mask(first)}"
+        return f"both photos masked: {mask(first)} / {mask(second)}"
+    return f"one photo masked: {mask(first if first.get('masked') else second)}"
+
+
 def _condition(entry: dict):
     from fmr.eval.protocols import Condition
 
@@ -203,10 +220,15 @@ def build_scores(eval_dir: str | Path, progress: bool = True) -> dict[str, dict]
                 "root": pairs.root,
                 "progress": progress,
             }
+            # The same images `fmr eval` embedded (so the cache has them all): every image in
+            # the first photo's condition, the second photos in the second's.
             gallery = embed_images(pairs.images, [spec], first, **common)[spec]
-            probe = gallery if second == first else embed_images(
-                pairs.images, [spec], second, **common
-            )[spec]
+            if second == first:
+                probe = gallery
+            else:
+                rows = np.unique(pairs.second)
+                part = embed_images([pairs.images[i] for i in rows], [spec], second, **common)
+                probe = part[spec].scatter(rows, len(pairs.images))
             ok = gallery.ok[pairs.first] & probe.ok[pairs.second]
             scores = np.einsum(
                 "ij,ij->i", gallery.embeddings[pairs.first], probe.embeddings[pairs.second]
@@ -229,11 +251,15 @@ def build_scores(eval_dir: str | Path, progress: bool = True) -> dict[str, dict]
                 },
             )
             data["conditions"][report["condition"]["name"]] = {
-                "label": report["condition"]["label"],
+                "label": condition_label(report["condition"]),
                 "genuine": genuine.tolist(),
                 "impostor": impostor.tolist(),
                 "summary": _summary(entry),
             }
+    for data in files.values():  # unmasked first, then the masked conditions by name
+        data["conditions"] = dict(
+            sorted(data["conditions"].items(), key=lambda item: (item[0] != "unmasked", item[0]))
+        )
     return files
 
 

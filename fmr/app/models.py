@@ -9,6 +9,7 @@ face detector, so the first comparison a user asks for does not pay for it.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,21 +152,41 @@ def missing_note(missing: list[dict]) -> str | None:
     )
 
 
+def _where(path: list[str], entry: dict) -> str:
+    """ "lfw-folds6-10/second-surgical-warp-seed0" + its condition -> "LFW folds 6-10, one photo
+    masked: surgical, warp renderer"; other paths joined with " / "."""
+    words = []
+    for part in path:
+        for piece in part.split("/"):
+            folds = re.fullmatch(r"lfw-folds(\d+)-(\d+)", piece)
+            words.append(f"LFW folds {folds[1]}-{folds[2]}" if folds else piece)
+    condition = str(entry.get("condition", ""))
+    masked = re.fullmatch(r"first photo unmasked, second photo masked \((.+)\)", condition)
+    if condition == "unmasked" or masked:
+        words[-1] = "unmasked" if not masked else f"one photo masked: {masked[1]}"
+    return ", ".join(words) if len(words) <= 2 else " / ".join(words)
+
+
 def accuracy_lines(card: dict) -> list[str]:
     """Measured accuracies recorded in a model card's `metrics`, as "where: 97.12%" lines.
 
-    Cards from train.py nest them (metrics.validation.unmasked.accuracy ...); any "accuracy"
-    or "mean" number in the tree is reported with the path that leads to it.
+    `fmr eval --record` stores {"lfw-folds6-10/<condition>": {"accuracy", "accuracy_std",
+    "condition", ...}}; train.py nests validation results (validation.unmasked.accuracy).
+    Any "accuracy" number in the tree is reported with where it was measured.
     """
     lines: list[str] = []
 
     def walk(node, path: list[str]) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("accuracy", "mean") and isinstance(value, (int, float)):
-                    lines.append(f"{' / '.join(path) or 'accuracy'}: {value * 100:.2f}%")
-                elif key not in ("selected",):
-                    walk(value, [*path, str(key)])
+        if not isinstance(node, dict):
+            return
+        value = node.get("accuracy")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            spread = node.get("accuracy_std")
+            spread = f" ± {spread * 100:.2f}" if isinstance(spread, (int, float)) else ""
+            lines.append(f"{_where(path, node) or 'accuracy'}: {value * 100:.2f}%{spread}")
+        for key, child in node.items():
+            if key != "selected":
+                walk(child, [*path, str(key)])
 
     walk(card.get("metrics") or {}, [])
     return lines
