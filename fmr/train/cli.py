@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="stop cleanly (validate, export, checkpoint) after this long")
     run.add_argument("--time-budget", type=float, metavar="SECONDS",
                      help="fit the schedule into this much time from the start: after timing "
-                     "a few steps, --epochs becomes the number of epochs that fit (never more)")
+                     "a few steps, --epochs becomes the number of epochs that fit (never more), "
+                     "and shrinks at epoch ends if training falls behind")
     run.add_argument("--val-every", type=int, metavar="N",
                      help="validate (and export the best) every N epochs and after the last "
                      "(default 1)")
@@ -117,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Settings a resumed run does not inherit from the checkpoint: they describe this process.
-NOT_INHERITED = ("resume", "stop_after_epochs", "time_limit", "progress", "device", "workers")
+NOT_INHERITED = ("resume", "stop_after_epochs", "time_limit", "time_budget", "progress",
+                 "device", "workers")
 
 
 def config_from_args(argv: list[str] | None = None) -> TrainConfig:

@@ -150,6 +150,14 @@ def fit_epochs(config: TrainConfig, step: int, steps_per_epoch: int, seconds_per
             "budget": config.time_budget, "asked_epochs": config.epochs}
 
 
+def shrink_epochs(epochs: int, done: int, seconds_per_epoch: float, seconds_left: float) -> int:
+    """The epochs to plan for when `done` are over and each takes `seconds_per_epoch`
+    (validation and checkpoints included): `epochs`, or fewer if they would not fit in
+    `seconds_left` (never fewer than `done`)."""
+    fit = done + int(max(0.0, seconds_left) * 0.95 // max(seconds_per_epoch, 1e-9))
+    return max(done, min(epochs, fit))
+
+
 @dataclass
 class TrainResult:
     out: Path
@@ -415,6 +423,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
     # --time-budget: time steps [probe[0], probe[1]) (after compilation), then fit the epochs.
     probe = (step + 10, step + 30) if config.time_budget else None
     probe_started = 0.0
+    previous_epoch_end = None  # the first epoch's time includes start-up and compilation
     module.train()
     epoch = start_epoch
     while epoch < last_epoch:  # --time-budget may lower last_epoch during the first epoch
@@ -461,7 +470,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
                                     time.monotonic() - started)
                 fitted = distributed.broadcast_object(ctx, fitted)
                 log.event("budget", step=step, **fitted)
-                config.epochs, config.time_budget = fitted["epochs"], None
+                config.epochs = fitted["epochs"]
                 schedule["total"] = total_steps = config.epochs * steps_per_epoch
                 last_epoch = min(last_epoch, config.epochs)
                 bar.total = total_steps
@@ -471,7 +480,21 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
                 save("interval")
             if time_up:
                 break
+        if config.time_budget and probe is None and previous_epoch_end is not None:
+            # Behind the budget (validation, a busier GPU)? End earlier rather than be cut off.
+            now = time.monotonic()
+            left = shrink_epochs(config.epochs, epoch + 1, now - previous_epoch_end,
+                                 config.time_budget - (now - started))
+            left = distributed.broadcast_object(ctx, left)
+            if left < config.epochs:
+                log.event("budget", step=step, epochs=left, asked_epochs=config.epochs,
+                          reason="behind the time budget")
+                config.epochs = left
+                schedule["total"] = total_steps = config.epochs * steps_per_epoch
+                last_epoch = min(last_epoch, config.epochs)
+                bar.total = total_steps
         end_of_epoch(epoch, final=time_up or epoch + 1 >= last_epoch)
+        previous_epoch_end = time.monotonic()
         epochs_done = epoch + 1
         epoch += 1
         if time_up:

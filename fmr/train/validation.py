@@ -44,10 +44,11 @@ def embed_crops(
     for start in range(0, len(images), EMBED_BATCH):
         x = images[start : start + EMBED_BATCH].to(device, non_blocking=True).float()
         x = x.mul_(2.0 / 255.0).sub_(1.0)
+        both = torch.cat([x, x.flip(3)])
         if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            both = both.contiguous(memory_format=torch.channels_last)
         with autocast:
-            both = model(torch.cat([x, x.flip(3)])).float()
+            both = model(both).float()
         outputs.append(both[: len(x)] + both[len(x) :])
     model.train(was_training)
     return F.normalize(torch.cat(outputs), dim=1)
