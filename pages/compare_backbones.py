@@ -70,7 +70,7 @@ for step, (person, photo) in enumerate(entries, start=1):
         continue
     for prepared, is_masked in ((plain, None), (covered, mask)):
         faces.append(gallery.GalleryFace(person, name, is_masked is not None,
-                                         drawing.face_closeup(prepared.image, prepared.face, 96)))
+                                         drawing.face_closeup(prepared.image, prepared.face, 160)))
         for embedder in models.embedders:
             vectors[embedder.family].append(
                 photos.embed_prepared(embedder, photo, prepared, is_masked)
@@ -84,21 +84,24 @@ if len(faces) < 4:
     st.stop()
 
 with st.expander(f"The gallery: {len(faces)} faces", expanded=True):
-    thumbs = st.columns(min(len(faces), 12))
+    thumbs = st.columns(min(len(faces), 6))
     for i, face in enumerate(faces):
         thumbs[i % len(thumbs)].image(
             face.closeup, caption=f"{face.name}{' (masked)' if face.masked else ''}",
             width="stretch",
         )
 
-labels = [f"{f.name}{' ·m' if f.masked else ''}" for f in faces]
+# Short labels (first name and photo number) keep several matrices side by side readable.
+labels = [f"{f.person.split()[0]} {f.name.rsplit(' ', 1)[-1]}{' ·m' if f.masked else ''}"
+          for f in faces]
 st.subheader("Similarity matrices")
 st.caption("Rows and columns: each photo unmasked, then its masked copy (·m).")
 heat_cols = st.columns(len(models.embedders))
 for embedder, column in zip(models.embedders, heat_cols, strict=True):
     matrix = gallery.similarity_matrix(np.stack(vectors[embedder.family]))
     column.plotly_chart(
-        charts.similarity_heatmap(matrix, labels, FAMILY_TITLES.get(embedder.family)),
+        charts.similarity_heatmap(matrix, labels, FAMILY_TITLES.get(embedder.family),
+                                  values=len(models.embedders) < 3),
         width="stretch", key=f"heatmap_{embedder.family}",
     )
 

@@ -6,6 +6,8 @@ from fmr.app import drawing, page, photos, samples
 from fmr.errors import FmrError
 from fmr.masks import COLOURS, MASK_STYLES, PATTERNS, RENDERERS
 
+PHOTO_HEIGHT = 520  # pixels: tall portraits stay on one screen
+
 page.setup("Mask studio", ":material/masks:")
 st.title("Mask studio")
 st.caption(
@@ -83,10 +85,11 @@ except FmrError as exc:
     st.stop()
 
 original_col, masked_col = st.columns(2, gap="medium")
-original_col.image(drawing.draw_faces(detected.image, detected.faces, index), caption="original",
-                   width="stretch")
+shown = drawing.draw_faces(detected.image, detected.faces, index)
+width = drawing.width_for_height(shown, PHOTO_HEIGHT)
+original_col.image(shown, caption="original", width=width)
 details = f"{info['style']}, {info['colour']}, {info['pattern']}, coverage {info['coverage']:.2f}"
-masked_col.image(drawing.thumbnail(masked), caption=f"masked: {details}", width="stretch")
+masked_col.image(drawing.thumbnail(masked), caption=f"masked: {details}", width=width)
 stem = photo.name.rsplit("/", 1)[-1].rsplit(".", 1)[0]
 st.download_button(
     "Download the masked photo (PNG, full size)",
@@ -99,14 +102,17 @@ st.download_button(
 
 st.subheader("All styles")
 if st.toggle("Show every style on this face", key="studio_grid",
-             help="Same colour, pattern, coverage and seed choices, one picture per style."):
+             help="Each style in its usual colours and patterns, with the coverage, renderer "
+             "and seed chosen above."):
     grid = st.columns(len(MASK_STYLES))
     for style_name, column in zip(MASK_STYLES, grid, strict=True):
         try:
             styled, _ = photos.masked_photo(
-                photo.data, photo.name, index, (style_name, *choice.key()[1:])
+                photo.data, photo.name, index,
+                (style_name, None, choice.coverage, None, choice.renderer, choice.seed),
             )
         except FmrError as exc:
             column.warning(f"{style_name}: {exc}")
             continue
-        column.image(drawing.face_closeup(styled, face), caption=style_name, width="stretch")
+        column.image(drawing.face_closeup(styled, face, margin=0.3), caption=style_name,
+                     width="stretch")

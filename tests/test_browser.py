@@ -47,7 +47,8 @@ def test_upload_a_pair_and_read_the_verdict(chromium, photos_dir, tmp_path):
         pair.append(tmp_path / name)
 
     log = tmp_path / "server.log"
-    with running_app(log_path=log) as url, chromium_page() as page:
+    # Only the checkpoints that ship, whatever training left in runs/.
+    with running_app(log_path=log, hide_runs=True) as url, chromium_page() as page:
         page.goto(f"{url}/verify_pair")
         page.get_by_text("Photo A", exact=True).wait_for(timeout=120_000)
         upload_pair(page, *pair)

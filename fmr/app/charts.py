@@ -74,8 +74,11 @@ def score_position(calibration: dict, score: float, height: int = 210) -> go.Fig
     return fig
 
 
-def similarity_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str) -> go.Figure:
-    """A square matrix of cosine similarities, values written in the cells when it is small."""
+def similarity_heatmap(
+    matrix: np.ndarray, labels: Sequence[str], title: str, values: bool = True
+) -> go.Figure:
+    """A square matrix of cosine similarities; values written in the cells when `values` and
+    the matrix is small enough to read them."""
     n = len(labels)
     fig = go.Figure(
         go.Heatmap(
@@ -85,9 +88,9 @@ def similarity_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str) ->
             colorscale="Viridis",
             zmin=float(np.floor(np.min(matrix) * 10) / 10),  # each model's own range
             zmax=1.0,
-            texttemplate="%{z:.2f}" if n <= 14 else None,
+            texttemplate="%{z:.2f}" if values and n <= 14 else None,
             textfont={"size": 10},
-            colorbar={"title": {"text": "cosine"}, "thickness": 12},
+            colorbar={"title": {"text": "cosine"}, "thickness": 10},
             hovertemplate="%{y}<br>%{x}<br>similarity %{z:.3f}<extra></extra>",
         )
     )
@@ -95,8 +98,8 @@ def similarity_heatmap(matrix: np.ndarray, labels: Sequence[str], title: str) ->
         title={"text": title, "font": {"size": 14}},
         height=120 + 32 * n,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        yaxis={"autorange": "reversed"},
-        xaxis={"tickangle": -45},
+        yaxis={"autorange": "reversed", "dtick": 1, "tickfont": {"size": 10}},
+        xaxis={"tickangle": -60, "dtick": 1, "tickfont": {"size": 10}},
     )
     return fig
 
@@ -138,12 +141,12 @@ def projection(
             )
     fig.update_layout(
         title={"text": title, "font": {"size": 14}},
-        height=380,
+        height=460,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         xaxis={"title": "component 1", "zeroline": False, "showticklabels": False},
         yaxis={"title": "component 2", "zeroline": False, "showticklabels": False,
                "scaleanchor": "x"},
-        legend={"font": {"size": 11}},
+        legend={"font": {"size": 11}, "orientation": "h", "y": -0.12, "x": 0},
     )
     return fig
 

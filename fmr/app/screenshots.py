@@ -38,14 +38,15 @@ def _toggle(page, label: str) -> None:
     wait_until_idle(page)
 
 
-def take(out: Path, width: int = 1400) -> list[Path]:
+def take(out: Path, width: int = 1400, with_runs: bool = False) -> list[Path]:
     photos = photos_root()
     if not photos.is_dir():
         raise SystemExit(f"no sample photos at {photos}: set FMR_DATA_DIR")
     out.mkdir(parents=True, exist_ok=True)
     written = []
     log = Path(tempfile.gettempdir()) / "fmr-screenshots-server.log"
-    with running_app(log_path=log) as url, chromium_page(width, 1000) as page:
+    with running_app(log_path=log, hide_runs=not with_runs) as url, \
+            chromium_page(width, 1000) as page:
 
         def shoot(name: str) -> None:
             path = out / f"app-{name}.png"
@@ -100,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "img")
     parser.add_argument("--width", type=int, default=1400)
+    parser.add_argument(
+        "--with-runs", action="store_true",
+        help="also use checkpoints trained under runs/ (default: only those that ship in "
+        "checkpoints/, so the pictures show what a fresh clone shows)",
+    )
     args = parser.parse_args(argv)
-    take(args.out, args.width)
+    take(args.out, args.width, args.with_runs)
     return 0
 
 

@@ -58,24 +58,45 @@ def _healthy(url: str) -> bool:
         return False
 
 
+# `python -c` prelude for a server that ignores checkpoints trained under runs/ (it sees
+# only those that ship, as a fresh clone does; messages still name runs/), then Streamlit's
+# command line.
+_HIDE_RUNS = """
+import pathlib, sys
+import fmr.verify.lookup as lookup
+class NoRuns(type(pathlib.Path())):
+    def glob(self, pattern, **kwargs):
+        return iter(())
+runs = NoRuns(lookup.runs_dir())
+lookup.runs_dir = lambda: runs
+from streamlit.web.cli import main
+sys.argv[0] = "streamlit"
+sys.exit(main())
+"""
+
+
 @contextlib.contextmanager
 def running_app(
     script: str = "streamlit_app.py",
     *,
     port: int | None = None,
     env: dict[str, str] | None = None,
+    hide_runs: bool = False,
     log_path: Path | None = None,
     timeout: float = 90.0,
 ) -> Iterator[str]:
     """Run `streamlit run <script>` on 127.0.0.1 (a free port by default) and yield its URL.
 
-    env: extra environment variables (e.g. FMR_CHECKPOINT_DIR). The server's output goes to
-    `log_path` (for checking its log afterwards). The server is stopped on exit.
+    env: extra environment variables (e.g. FMR_CHECKPOINT_DIR). hide_runs: ignore checkpoints
+    trained under runs/ (only those that ship in checkpoints/ load, as in a fresh clone).
+    The server's output goes to `log_path`. The server is stopped on exit.
     """
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
+    launcher = [sys.executable, "-c", _HIDE_RUNS] if hide_runs else [
+        sys.executable, "-m", "streamlit"]
     command = [
-        sys.executable, "-m", "streamlit", "run", script,
+        *launcher, "run", script,
         "--server.address", "127.0.0.1", "--server.port", str(port),
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
