@@ -91,13 +91,11 @@ if note:
     st.info(note, icon=":material/info:")
 
 st.subheader("Verdict")
-results = {}
 cards = st.columns(len(models.embedders), gap="medium")
 for embedder, column in zip(models.embedders, cards, strict=True):
     emb_a = photos.embed_prepared(embedder, inputs["a"], prepared["a"], masks["a"])
     emb_b = photos.embed_prepared(embedder, inputs["b"], prepared["b"], masks["b"])
     result = compare(emb_a, emb_b, embedder)
-    results[embedder.family] = result
     with column.container(border=True):
         title = FAMILY_TITLES.get(embedder.family, embedder.family)
         st.markdown(f"**{title}** · `{embedder.name}`")
@@ -123,7 +121,7 @@ st.subheader("Why this score?")
 st.caption(
     "Occlusion map: a grey square slides over each face and the similarity is measured again. "
     "Red regions hold the match together (hiding them lowers the score); blue ones count "
-    "against it. A masked face is matched on the eyes and brows."
+    "against it. A masked face is matched mostly on the eyes and brows."
 )
 explain_col, _ = st.columns([1, 2])
 family = explain_col.selectbox(
@@ -133,7 +131,7 @@ family = explain_col.selectbox(
     key="explain_backbone",
 )
 if explain_col.toggle("Show the occlusion maps", key="explain_on",
-                      help="About 100 extra embeddings: a few seconds on a CPU."):
+                      help="About 70 extra embeddings: a few seconds on a CPU."):
     with st.spinner("Hiding one patch at a time..."):
         maps = photos.occlusion_maps(models.by_family(family), inputs, prepared, masks)
     st.plotly_chart(

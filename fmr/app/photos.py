@@ -82,7 +82,7 @@ class DetectedPhoto:
     hidden: int = 0
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_data(max_entries=16, show_spinner=False)
 def detect_photo(data: bytes, name: str) -> DetectedPhoto:
     """Decode and detect (cached per photo). Raises FaceError with a message naming `name` for
     unreadable, truncated or oversized files."""
@@ -205,7 +205,7 @@ def masked_copy(image: np.ndarray, face: Face, choice: MaskChoice) -> tuple[np.n
     )
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
+@st.cache_data(max_entries=16, show_spinner=False)
 def _prepare(data: bytes, name: str, face_index: int, mask_key: tuple | None) -> PreparedFace:
     photo = detect_photo(data, name)
     if not photo.faces:
