@@ -166,6 +166,26 @@ def _worker_call(item: BatchInput) -> ItemResult:
     return _safe_call(_worker_process, item)
 
 
+def worker_pool(
+    workers: int,
+    initializer: Callable | None = None,
+    initargs: tuple = (),
+    preload: Sequence[str] = (),
+) -> multiprocessing.pool.Pool:
+    """A process pool whose workers are forked from a fork server, never from this process.
+
+    Forking a process whose torch/OpenMP thread pools have run deadlocks the children, so the
+    workers come from a server that imported `preload` once (before any threads started) and
+    start without importing again. `initializer`, its `initargs` and the functions the pool
+    runs are pickled: use module-level functions or `functools.partial` of them.
+    """
+    import multiprocessing.pool  # noqa: F401  (for the return annotation at run time)
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["fmr.batch", *preload])
+    return ctx.Pool(workers, initializer=initializer, initargs=initargs)
+
+
 def _results(
     items: Sequence[BatchInput],
     process: Callable[[BatchInput], ItemResult],
@@ -191,14 +211,8 @@ def _results(
             if torch:
                 torch.set_num_threads(saved_threads)
         return
-    # A fork server, not plain fork: forking a process whose torch/OpenMP thread pools are
-    # running deadlocks the children. The server imports `preload` once (before any threads
-    # start) and forks the workers from itself, so they start without importing again.
-    # `process` and `initializer` are pickled: use module-level functions or functools.partial.
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["fmr.batch", *preload])
     chunk = max(1, min(16, len(items) // (workers * 8)))
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(process, initializer)) as pool:
+    with worker_pool(workers, _worker_init, (process, initializer), preload) as pool:
         yield from pool.imap(_worker_call, items, chunksize=chunk)
 
 

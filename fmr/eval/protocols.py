@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import os
 import sys
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fmr.batch import worker_pool
 from fmr.data.lfw import lfw_image_path, read_pairs
 from fmr.errors import DataError, FmrError
 from fmr.eval import angles as angle_stats
@@ -376,9 +376,10 @@ def embed_images(
             results = map(_embed_one, todo)
             pool = None
         else:
-            # fork: the workers share the imported modules; each loads its own models.
-            pool = multiprocessing.get_context("fork").Pool(
-                workers, initializer=_init_worker, initargs=(*init_args, 1)
+            # Each worker loads its own models; see worker_pool for why not plain fork.
+            pool = worker_pool(
+                workers, _init_worker, (*init_args, 1),
+                preload=("fmr.eval.protocols", "torch", "fmr.faces", "fmr.verify"),
             )
             results = pool.imap(_embed_one, todo, chunksize=4)
         try:
