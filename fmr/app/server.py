@@ -173,10 +173,26 @@ def screenshot_whole_page(page, path: Path | str, width: int = 1400) -> None:
 
 
 def upload_pair(page, photo_a: Path | str, photo_b: Path | str) -> None:
-    """Put two files into the first two file uploaders of the page (photo A, then photo B)."""
+    """Put two files into the first two file uploaders of the page (photo A, then photo B).
+
+    Photo B is set once the run that photo A started has finished: a rerun redraws the
+    uploaders, and a file set on an uploader while it is redrawn can be lost.
+    """
     inputs = page.locator('[data-testid="stFileUploader"] input[type="file"]')
     inputs.nth(0).set_input_files(str(photo_a))
+    page.get_by_text(f"{Path(photo_a).name}: ", exact=False).first.wait_for(timeout=120_000)
+    page.wait_for_function(SCRIPT_IDLE, timeout=120_000, polling=10)
     inputs.nth(1).set_input_files(str(photo_b))
 
 
+def clear_uploads(page) -> None:
+    """Remove the files from every uploader of the page (one at a time, each with its rerun)."""
+    delete = page.locator('[data-testid="stFileUploaderDeleteBtn"] button')
+    while delete.count():
+        delete.first.click()
+        wait_until_idle(page, settle_ms=100)
+
+
 VERDICT_PATTERN = r"same person|different people|inconclusive"
+SCRIPT_IDLE = """() => document.querySelector('[data-testid="stApp"]')
+    ?.getAttribute('data-test-script-state') === 'notRunning'"""
