@@ -13,7 +13,9 @@
 #                                       cat <architecture>.safetensors.part* > <architecture>.safetensors
 #   results.tar.gz                      the cards (<run>/best.json: metrics, calibration),
 #                                       log.jsonl, epochs.csv, config.json, stdout, env.txt
-# Environment: PYTHON, PACK, OUT, RUNS, BUDGET, LIMIT, CONFIGS (space-separated).
+# Environment: PYTHON, PACK, OUT, RUNS, BUDGET, LIMIT, CONFIGS (space-separated), and
+# ABLATION=1 to train configs/ablation-*.toml beside them (ArcFace alone; + masks) for the
+# model card's ablation table: their cards and logs come back, not their weights.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +25,9 @@ if [[ -z ${PYTHON:-} ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 CONFIGS=${CONFIGS:-"configs/shipped-iresnet.toml configs/shipped-ressanet.toml"}
+if [[ ${ABLATION:-0} == 1 ]]; then
+  CONFIGS="$CONFIGS configs/ablation-iresnet-arcface.toml configs/ablation-iresnet-masks.toml"
+fi
 RUNS=${RUNS:-runs/shipped-$(date +%Y%m%d-%H%M%S)}
 OUT=${OUT:-$RUNS/out}
 extra=()
@@ -82,7 +87,8 @@ for name in "${names[@]}"; do
   for file in best.json log.jsonl epochs.csv config.json; do
     [[ -f $run/$file ]] && members+=("$name/$file")
   done
-  if [[ -f $run/best.safetensors ]]; then
+  # Only the shipped models' weights come back (at most 8 files of 16 MiB per call).
+  if [[ -f $run/best.safetensors && $name == shipped-* ]]; then
     arch=$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["architecture"])' \
       "$run/best.json")
     split -b 15M -d -a 2 "$run/best.safetensors" "$OUT/$arch.safetensors.part"
