@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from fmr.commands.common import add_multi_face_argument
+
 HELP = "write aligned face crops (ArcFace 112x112 template) for photos and folders"
 DESCRIPTION = """\
 Detect the face in each photo (MTCNN), pick one by --multi-face, and warp it onto the ArcFace
@@ -21,12 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", required=True, metavar="DIR", help="folder for crops and manifest.csv"
     )
     parser.add_argument("--size", type=int, default=112, help="crop size in pixels (default 112)")
-    parser.add_argument(
-        "--multi-face",
-        choices=("largest", "center", "require-one"),
-        default="largest",
-        help="which face to keep when a photo shows several (default: largest)",
-    )
+    add_multi_face_argument(parser)
     parser.add_argument(
         "--aligned",
         action="store_true",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from fmr.commands.common import add_backbone_arguments, add_multi_face_argument
+
 HELP = "write face embeddings of photos and folders to an .npz file"
 DESCRIPTION = """\
 Detect the face in each photo (or take aligned 112x112 crops as they are with --aligned),
@@ -30,26 +32,14 @@ example:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="photos or folders of photos")
     parser.add_argument("--out", required=True, metavar="FILE.npz", help="output file")
-    parser.add_argument(
-        "--backbone",
-        default="iresnet",
-        choices=("iresnet", "ressanet", "dlib"),
-        help="model family (default iresnet)",
-    )
-    parser.add_argument(
-        "--checkpoint", metavar="FILE", help="use this checkpoint instead of --backbone"
-    )
+    # One model per file: `all` would need one embeddings array per model.
+    add_backbone_arguments(parser, default="iresnet", allow_all=False)
     parser.add_argument(
         "--aligned",
         action="store_true",
         help="inputs are aligned crops (ArcFace template): no detection, only resized",
     )
-    parser.add_argument(
-        "--multi-face",
-        choices=("largest", "center", "require-one"),
-        default="largest",
-        help="which face to use when a photo shows several (default largest)",
-    )
+    add_multi_face_argument(parser)
     parser.add_argument(
         "--workers", type=int, default=1, help="parallel worker processes (default 1)"
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from fmr.commands.common import add_backbone_arguments, add_multi_face_argument
+
 HELP = "evaluate backbones on LFW pairs (unmasked or masked) and calibrate thresholds"
 DESCRIPTION = """\
 Embeds every image of the pairs once per backbone and condition (cached under --out/cache, so
@@ -51,15 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="6-10",
         help="folds to evaluate: a range (6-10, the evaluation folds; the default), a list, or all",
     )
-    parser.add_argument(
-        "--backbone",
-        default="all",
-        choices=("iresnet", "ressanet", "dlib", "all"),
-        help="model family (default: all available)",
-    )
-    parser.add_argument(
-        "--checkpoint", metavar="FILE", help="evaluate this checkpoint instead of --backbone"
-    )
+    add_backbone_arguments(parser, checkpoint_help="evaluate this checkpoint instead of --backbone")
     parser.add_argument(
         "--mask-second", metavar="STYLE", help="mask the second photo of each pair (probe)"
     )
@@ -75,12 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mask-seed", type=int, default=0, help="seed of the per-image masks (default 0)"
     )
-    parser.add_argument(
-        "--multi-face",
-        choices=("largest", "center", "require-one"),
-        default="center",
-        help="which face to use when a photo shows several (default center, as LFW centres it)",
-    )
+    add_multi_face_argument(parser, default="center", note=", as LFW centres it")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument(
         "--calibrate", action="store_true", help="calibrate on the validation split first"

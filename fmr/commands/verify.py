@@ -7,6 +7,8 @@ import contextlib
 import json
 import sys
 
+from fmr.commands.common import add_backbone_arguments, add_multi_face_argument
+
 HELP = "compare the faces in two photos: verdict, similarity, angle, calibrated threshold"
 DESCRIPTION = """\
 Detect the face in each photo, embed it with each backbone and compare: cosine similarity,
@@ -37,15 +39,7 @@ VERDICT_WORDS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image_a", metavar="A", help="first photo")
     parser.add_argument("image_b", metavar="B", help="second photo")
-    parser.add_argument(
-        "--backbone",
-        default="all",
-        choices=("iresnet", "ressanet", "dlib", "all"),
-        help="model family to use (default: all available)",
-    )
-    parser.add_argument(
-        "--checkpoint", metavar="FILE", help="use this checkpoint instead of --backbone"
-    )
+    add_backbone_arguments(parser)
     parser.add_argument(
         "--mask-a", metavar="STYLE", help="draw a synthetic mask of STYLE on photo A first"
     )
@@ -64,12 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FAR",
         help="decide at the threshold for this false accept rate (default: the calibrated 1e-3)",
     )
-    parser.add_argument(
-        "--multi-face",
-        choices=("largest", "center", "require-one"),
-        default="largest",
-        help="which face to use when a photo shows several (default largest)",
-    )
+    add_multi_face_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed for synthetic masks (default 0)")
     parser.add_argument("--json", action="store_true", help="print only one JSON object on stdout")
 
