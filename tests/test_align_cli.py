@@ -6,6 +6,7 @@ import io
 import shutil
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,13 @@ def _write_bad_inputs(folder: Path) -> dict[str, str]:
     buffer = io.BytesIO()
     Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(buffer, "JPEG")
     (folder / "cut.jpg").write_bytes(buffer.getvalue()[:300])
+    # A PNG whose header claims 100 megapixels (a decompression bomb): refused before decoding.
+    bomb = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(bomb, "PNG")
+    header = bytearray(bomb.getvalue())
+    header[16:24] = (10_000).to_bytes(4, "big") * 2  # IHDR width and height
+    header[29:33] = zlib.crc32(bytes(header[12:29])).to_bytes(4, "big")  # the chunk's CRC
+    (folder / "bomb.png").write_bytes(bytes(header))
     y, x = np.mgrid[0:200, 0:300]
     landscape = np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)
     Image.fromarray(landscape).save(folder / "landscape.png")
@@ -32,6 +40,7 @@ def _write_bad_inputs(folder: Path) -> dict[str, str]:
         "empty.jpg": "empty",
         "cut.jpg": "truncated",
         "landscape.png": "no face found",
+        "bomb.png": "megapixels",
     }
 
 
@@ -43,7 +52,7 @@ def test_bad_inputs_are_reported_in_the_manifest_and_the_batch_exits_0(
     assert code == 0
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err
-    assert "0 ok, 4 failed, 4 inputs" in captured.err
+    assert "0 ok, 5 failed, 5 inputs" in captured.err
     rows = {Path(r["input"]).name: r for r in manifest_rows(tmp_path / "out")}
     assert set(rows) == set(expected)
     for name, word in expected.items():
@@ -111,7 +120,7 @@ def test_align_real_photos_with_workers(photos_dir: Path, tmp_path: Path) -> Non
     rows1, rows2 = manifest_rows(out1), manifest_rows(out2)
     assert [r["status"] for r in rows1] == [r["status"] for r in rows2]
     ok = [r for r in rows1 if r["status"] == "ok"]
-    assert len(ok) == 5  # 3 obama + 2 multi (largest face)
+    assert len(ok) == 5  # 3 obama + 2 multi (largest face); the 5 bad files fail
     for row in ok:
         crop1 = np.asarray(Image.open(out1 / row["output"]))
         crop2 = np.asarray(Image.open(out2 / row["output"]))
