@@ -125,7 +125,28 @@ def feature_size(input_size: int) -> int:
     return size
 
 
-class IResNet(nn.Module):
+class StagedBackbone(nn.Module):
+    """What IResNet and ResSaNet share after construction: stem, four stages `layer1..4`,
+    head (names from `build_stem` and `build_head`). Subclasses build the stages."""
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) -> (N, 512, S/16, S/16) last-stage feature map."""
+        x = self.prelu(self.bn1(self.conv1(x)))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(self.bn2(x))
+        x = torch.flatten(x, 1)  # logical (C, H, W) order, whatever the memory format
+        return self.features(self.fc(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+class IResNet(StagedBackbone):
     """IResNet backbone: (N, 3, S, S) float images normalised (x/255 - 0.5) / 0.5 -> (N, E)
     un-normalised embeddings. S is `input_size` (112 for every released model; smaller sizes
     only serve quick tests)."""
@@ -149,22 +170,6 @@ class IResNet(nn.Module):
             in_channels = width
         build_head(self, in_channels, feature_size(input_size), embedding_size, dropout)
         init_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) -> (N, 512, S/16, S/16) last-stage feature map."""
-        x = self.prelu(self.bn1(self.conv1(x)))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(self.bn2(x))
-        x = torch.flatten(x, 1)  # logical (C, H, W) order, whatever the memory format
-        return self.features(self.fc(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _iresnet(depth: int, **kwargs) -> IResNet:

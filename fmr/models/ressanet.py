@@ -56,6 +56,7 @@ from fmr.models.iresnet import (
     BN_EPS,
     STAGE_WIDTHS,
     IBasicBlock,
+    StagedBackbone,
     build_head,
     build_stem,
     conv3x3,
@@ -170,7 +171,7 @@ class AttentionBlock(nn.Module):
         return out + identity
 
 
-class ResSaNet(nn.Module):
+class ResSaNet(StagedBackbone):
     """ResSaNet backbone: (N, 3, S, S) float images normalised (x/255 - 0.5) / 0.5 -> (N, E)
     un-normalised embeddings; S = `input_size` (112 for real use)."""
 
@@ -201,21 +202,6 @@ class ResSaNet(nn.Module):
             in_channels = width
         build_head(self, in_channels, feature_size(input_size), embedding_size, dropout)
         init_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, S, S) -> (N, 512, S/16, S/16) last-stage feature map."""
-        x = self.prelu(self.bn1(self.conv1(x)))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.flatten(self.dropout(self.bn2(x)), 1)
-        return self.features(self.fc(x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _ressanet(depth: int, **kwargs) -> ResSaNet:
