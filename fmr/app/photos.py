@@ -66,15 +66,10 @@ def photo_input(
     return None
 
 
-# Faces besides the largest are offered only when the detector is this sure: MTCNN's false
-# detections in clutter score lower (the same rule as `fmr mask --multi-face all`).
-SECONDARY_MIN_SCORE = 0.95
-
-
 @dataclass
 class DetectedPhoto:
     """A decoded photo and its faces, largest first. image: RGB uint8 (H, W, 3).
-    hidden: detections left out as unlikely faces (score below SECONDARY_MIN_SCORE)."""
+    hidden: detections left out as unlikely faces (`fmr.faces.policy.likely_faces`)."""
 
     name: str
     image: np.ndarray
@@ -87,11 +82,11 @@ def detect_photo(data: bytes, name: str) -> DetectedPhoto:
     """Decode and detect (cached per photo). Raises FaceError with a message naming `name` for
     unreadable, truncated or oversized files."""
     from fmr.faces import detect_faces, load_image
+    from fmr.faces.policy import likely_faces
 
     image = load_image(data, name=name)
-    found = sorted(detect_faces(image), key=lambda f: f.area, reverse=True)
-    faces = found[:1] + [f for f in found[1:] if f.score >= SECONDARY_MIN_SCORE]
-    return DetectedPhoto(name, image, faces, len(found) - len(faces))
+    faces, hidden = likely_faces(detect_faces(image))
+    return DetectedPhoto(name, image, faces, hidden)
 
 
 def no_face_message(name: str) -> str:

@@ -129,10 +129,9 @@ def parse_code(code: str) -> list[dict]:
 
 # One photo's faces, kept for the next item: `--mask-type all` masks the same photo five times.
 _last_faces: dict = {}
-# With --multi-face all, faces besides the largest must look like faces: MTCNN's score at least
-# this, and dlib's eyes, nose and mouth within this fraction of the box width of MTCNN's points
-# (false detections in clutter score lower and the two models disagree on them).
-SECONDARY_MIN_SCORE = 0.95
+# With --multi-face all, faces besides the largest must look like faces: likely by MTCNN's score
+# (fmr.faces.policy.likely_faces), and dlib's eyes, nose and mouth within this fraction of the
+# box width of MTCNN's points (the two models disagree on false detections in clutter).
 SECONDARY_MAX_DISAGREEMENT = 0.2
 
 
@@ -150,24 +149,26 @@ def _face_landmarks(image, item, policy: str, min_face: int) -> tuple[list, int]
     detections were skipped as unlikely faces."""
     from fmr.faces import detect_faces, select_face
     from fmr.faces.landmarks import landmarks68
+    from fmr.faces.policy import likely_faces
 
     key = (str(item.path), policy, min_face)
     if key in _last_faces:
         return _last_faces[key]
     faces = detect_faces(image, min_face_size=min_face)
+    skipped = 0
     if policy == "all":
         if not faces:
             select_face(faces, image.shape, "largest", item.given)  # raises "no face found"
+        faces, skipped = likely_faces(faces)
     else:
         faces = [select_face(faces, image.shape, policy, item.given)]
-    points, skipped = [], 0
+    points = []
     for index, face in enumerate(faces):  # largest first
         if face.source == "template":
             points.append("template")
             continue
         shape = landmarks68(image, face.box)
-        if index > 0 and (face.score < SECONDARY_MIN_SCORE
-                          or _agreement(face, shape) > SECONDARY_MAX_DISAGREEMENT):
+        if index > 0 and _agreement(face, shape) > SECONDARY_MAX_DISAGREEMENT:
             skipped += 1
             continue
         points.append(shape)

@@ -8,6 +8,17 @@ from fmr.errors import FaceError
 from fmr.faces.detect import Face, detect_faces
 
 MULTI_FACE_POLICIES = ("largest", "center", "require-one")
+# Faces besides the largest count as faces only when MTCNN is this sure: its false detections
+# in clutter score lower. Used where every face of a photo is shown or masked.
+SECONDARY_MIN_SCORE = 0.95
+
+
+def likely_faces(faces: list[Face]) -> tuple[list[Face], int]:
+    """The largest face plus the other faces scoring at least `SECONDARY_MIN_SCORE`, largest
+    first, and how many detections were left out."""
+    ordered = sorted(faces, key=lambda f: f.area, reverse=True)
+    kept = ordered[:1] + [f for f in ordered[1:] if f.score >= SECONDARY_MIN_SCORE]
+    return kept, len(ordered) - len(kept)
 
 
 def select_face(
