@@ -242,22 +242,17 @@ def test_warmup_then_polynomial_decay():
     assert all(a >= b for a, b in zip(factors[4:], factors[5:], strict=False))
 
 
-def test_time_budget_fits_whole_epochs():
-    from fmr.train.config import TrainConfig
-    from fmr.train.loop import fit_epochs, shrink_epochs
+def test_time_budget_plans_the_steps_that_fit():
+    from fmr.train.loop import StepBudget
 
-    config = TrainConfig(epochs=40, time_budget=400.0)
-    # 100 s gone, 0.5 s/step, 50 steps/epoch: 300 s * 0.92 left = 552 more steps, 11 epochs
-    fitted = fit_epochs(config, step=30, steps_per_epoch=50, seconds_per_step=0.5, elapsed=100.0)
-    assert fitted["epochs"] == int((30 + 300 * 0.92 / 0.5) // 50) == 11
-    slow = fit_epochs(config, step=30, steps_per_epoch=50, seconds_per_step=50.0, elapsed=100.0)
-    assert slow["epochs"] == 1  # never fewer than the epoch already under way
-    fast = fit_epochs(config, step=30, steps_per_epoch=50, seconds_per_step=1e-4, elapsed=1.0)
-    assert fast["epochs"] == 40  # never more than asked
-    # At an epoch end: 5 done, 20 s each, 100 s left -> 4 more fit (95% of the time).
-    assert shrink_epochs(40, done=5, seconds_per_epoch=20.0, seconds_left=100.0) == 9
-    assert shrink_epochs(40, done=5, seconds_per_epoch=20.0, seconds_left=-3.0) == 5
-    assert shrink_epochs(6, done=5, seconds_per_epoch=20.0, seconds_left=100.0) == 6
+    budget = StepBudget(400.0, asked=2000, started=0.0)
+    # 100 s gone, 20 steps in 10 s (0.5 s/step): 300 s * 0.92 left = 552 more steps
+    assert budget.update(step=30, steps=20, seconds=10.0, now=100.0) == 30 + 552
+    # the speed is smoothed: a window at 1 s/step moves the estimate to 0.65 s/step
+    assert budget.update(step=50, steps=20, seconds=20.0, now=120.0) == 50 + int(280 * 0.92 / 0.65)
+    assert budget.update(step=60, steps=10, seconds=500.0, now=399.0) == 61  # one more, at least
+    fast = StepBudget(400.0, asked=2000, started=0.0)
+    assert fast.update(step=30, steps=20, seconds=1e-3, now=1.0) == 2000  # never more than asked
 
 
 def test_augmentation_is_seeded_and_masks_the_lower_face(pack):

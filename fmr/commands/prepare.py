@@ -77,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="original: share of each identity's photos held out (default 0.1)")
     parser.add_argument("--rotation", type=float, default=10.0, metavar="DEG",
                         help="original: rotation of the augmented copies, degrees (default 10)")
+    parser.add_argument(
+        "--canvases", action="store_true",
+        help="shared: also store each training face on a wider, sharper canvas with dlib's chip "
+        "geometry (canvas.rec, chips.npy; about 150 MB), for `train.py --distill-targets "
+        "consistent`, whose teacher sees the student's own augmented view")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -110,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         min_masked=args.min_masked,
         val_fraction=args.val_fraction,
         rotation=args.rotation,
+        canvases=args.canvases,
         progress=not args.quiet,
     )
     result = prepare(options)

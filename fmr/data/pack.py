@@ -10,6 +10,11 @@ A pack is a folder (written by `fmr prepare`, read by `train.py --data`):
   have no class (identities with one photo, kept only for distillation).
 - `teacher.npy` (optional): (N, D) float16, the teacher's unit-norm descriptor of image key
   i+1 (dlib's ResNet, D = 128); NaN rows where there is none.
+- `canvas.rec` + `canvas.idx`, `chips.npy` (optional, `fmr prepare --canvases`): for each
+  training image, its face on a wider, sharper canvas (`fmr.faces.align.WIDE_CANVAS`: the
+  template with a 24-pixel margin at 1.5x, 240x240 JPEG) and the (N, 2, 3) float32 map from
+  dlib's 150x150 chip pixels to template coordinates: what an online teacher needs to see the
+  same augmented view as the student.
 - `val.rec` + `val.idx`: validation crops, same layout; labels index `meta.json`'s
   `validation_identities`.
 - `val_pairs.txt`: one `i j same` line per validation pair (0-based positions in `val.rec`,
@@ -40,6 +45,8 @@ META_FILE = "meta.json"
 TRAIN_REC = "train.rec"
 VAL_REC = "val.rec"
 TEACHER_FILE = "teacher.npy"
+CANVAS_REC = "canvas.rec"
+CHIPS_FILE = "chips.npy"
 VAL_PAIRS_FILE = "val_pairs.txt"
 CROP_SIZE = 112
 
@@ -128,15 +135,15 @@ class ValidationSet:
         return len(self.pairs)
 
 
-def decode_crop(data: bytes, name: str = "image") -> np.ndarray:
-    """Decode JPEG/PNG bytes to a (112, 112, 3) RGB uint8 crop (resized if another size)."""
+def decode_crop(data: bytes, name: str = "image", size: int = CROP_SIZE) -> np.ndarray:
+    """Decode JPEG/PNG bytes to a (size, size, 3) RGB uint8 crop (resized if another size)."""
     import cv2
 
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if array is None:
         raise DataError(f"{name}: the image bytes cannot be decoded")
-    if array.shape[:2] != (CROP_SIZE, CROP_SIZE):
-        array = cv2.resize(array, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
+    if array.shape[:2] != (size, size):
+        array = cv2.resize(array, (size, size), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
 
 
@@ -184,3 +191,35 @@ def read_teacher(path: str | os.PathLike, num_images: int) -> np.ndarray | None:
             "run `fmr prepare` again"
         )
     return teacher
+
+
+@dataclass
+class Canvases:
+    """A pack's canvases (see the module docstring): `decode(i)` gives image i's (S, S, 3) RGB
+    uint8 canvas; `chips` is (N, 2, 3) float32."""
+
+    records: object  # fmr.data.recordio.ImageRecords
+    chips: np.ndarray
+    size: int
+
+    def decode(self, i: int) -> np.ndarray:
+        return decode_crop(self.records.payload(int(i)), f"canvas {i}", self.size)
+
+
+def read_canvases(path: str | os.PathLike, num_images: int, size: int) -> Canvases | None:
+    """The pack's canvases (`size` pixels a side, from meta.json), or None when it was prepared
+    without them."""
+    folder = Path(path)
+    rec, chips_file = folder / CANVAS_REC, folder / CHIPS_FILE
+    if not rec.is_file():
+        return None
+    if not chips_file.is_file():
+        raise DataError(f"{chips_file}: missing beside {rec}; run `fmr prepare --canvases` again")
+    records = read_image_set(rec)
+    chips = np.load(chips_file)
+    if len(records.keys) != num_images or chips.shape != (num_images, 2, 3):
+        raise DataError(
+            f"{rec}: {len(records.keys)} canvases and chips {chips.shape} for {num_images} "
+            "training images; run `fmr prepare --canvases` again"
+        )
+    return Canvases(records, chips.astype(np.float32), int(size))

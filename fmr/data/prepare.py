@@ -38,6 +38,7 @@ import numpy as np
 
 from fmr.data import pack as packs
 from fmr.errors import DataError
+from fmr.faces.align import WIDE_CANVAS
 
 PRESETS = ("shared", "original")
 QUALITY_LADDER = (95, 92, 90, 88, 86, 84, 82, 80, 78, 76, 74, 72, 70, 68, 66, 64, 62, 60, 55, 50)
@@ -45,7 +46,7 @@ DEFAULT_MAX_MIB = {"shared": 32.0, "original": None}
 CACHE_FILE = "detections.jsonl"
 DROPPED_FILE = "dropped.csv"
 PACK_FILES = ("train.rec", "train.idx", "val.rec", "val.idx", "val_pairs.txt", "teacher.npy",
-              "meta.json", DROPPED_FILE)
+              "meta.json", DROPPED_FILE, "canvas.rec", "canvas.idx", "chips.npy")
 TEACHERS = ("dlib",)
 
 
@@ -70,6 +71,8 @@ class PrepareOptions:
     min_masked: int = 5
     val_fraction: float = 0.1
     rotation: float = 10.0
+    canvases: bool = False  # shared: wide canvases + dlib chip geometry for consistent targets
+    canvas_quality: int = 90
     progress: bool = True
 
 
@@ -227,7 +230,7 @@ class _Worker:
         self.teacher = None
 
     def start(self) -> None:  # once per worker process
-        if self.options.teacher == "dlib":
+        if self.options.teacher == "dlib" or self.options.canvases:
             from fmr.verify.dlib_reference import DlibReference
 
             self.teacher = DlibReference()
@@ -271,7 +274,9 @@ class _Worker:
             self._append_cache(cached)
         crop = align_face(image, face.landmarks)
         teacher = None
-        if self.teacher is not None:
+        if self.options.canvases:
+            extra["canvas"], extra["chip"] = wide_canvas(image, face, self.teacher)
+        if self.options.teacher == "dlib":
             if "teacher" in cached:
                 teacher = _decode_vector(cached["teacher"])
             else:
@@ -294,6 +299,38 @@ class _Worker:
             crop=crop, teacher=teacher, masked=masked,
         )
         return ItemResult("ok", output="", extra=extra)
+
+
+def chip_to_photo(details) -> np.ndarray:
+    """2x3 map from the pixels of dlib's face chip (`dlib.get_face_chip_details`) to the photo's:
+    the chip's square, rotated by `angle` about the rectangle's centre."""
+    rect = details.rect
+    cx, cy = (rect.left() + rect.right()) / 2, (rect.top() + rect.bottom()) / 2
+    sx = (rect.right() - rect.left()) / (details.cols - 1)
+    sy = (rect.bottom() - rect.top()) / (details.rows - 1)
+    cos, sin = np.cos(details.angle), np.sin(details.angle)
+    u0, v0 = (details.cols - 1) / 2, (details.rows - 1) / 2
+    return np.array([
+        [cos * sx, -sin * sy, cx - (cos * sx * u0 - sin * sy * v0)],
+        [sin * sx, cos * sy, cy - (sin * sx * u0 + cos * sy * v0)],
+    ])
+
+
+def wide_canvas(image: np.ndarray, face, reference) -> tuple[np.ndarray, np.ndarray]:
+    """(canvas, chip_to_template) of one face for consistent distillation targets: the photo on
+    `fmr.faces.align.WIDE_CANVAS` (the ArcFace alignment with a margin, at 1.5x) and the 2x3 map
+    from dlib's 150x150 chip pixels (its own 5-point alignment, as `DlibReference.chip`) to
+    template coordinates. `reference`: a `DlibReference`."""
+    import dlib
+
+    from fmr.faces.align import WIDE_CANVAS, align_to_canvas, alignment_matrix
+    from fmr.verify.dlib_reference import CHIP_PADDING, CHIP_SIZE
+
+    to_template = np.vstack([alignment_matrix(face.landmarks), [0, 0, 1]])
+    canvas = align_to_canvas(image, face.landmarks, WIDE_CANVAS)
+    details = dlib.get_face_chip_details(reference.shape(image, face), CHIP_SIZE, CHIP_PADDING)
+    chip = (to_template @ np.vstack([chip_to_photo(details), [0, 0, 1]]))[:2]
+    return canvas, chip.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,6 +364,8 @@ class _Entry:
     path: Path
     teacher: np.ndarray | None
     kind: str = "photo"  # photo | masked | flip | rotate
+    canvas: np.ndarray | None = None  # --canvases: the wide canvas and dlib chip geometry
+    chip: np.ndarray | None = None
 
 
 def _records_size(encoded: Sequence[bytes]) -> int:
@@ -387,6 +426,9 @@ def prepare(options: PrepareOptions) -> PrepareResult:
 
     if options.preset not in PRESETS:
         raise DataError(f"unknown preset {options.preset!r}; choose one of {', '.join(PRESETS)}")
+    if options.canvases and options.preset != "shared":
+        raise DataError("--canvases is for the shared preset (the original preset stores "
+                        "augmented copies, which have no photo to cut a canvas from)")
     if options.teacher not in (None, *TEACHERS):
         raise DataError(f"unknown teacher {options.teacher!r}; choose one of {', '.join(TEACHERS)}")
     if options.max_mib is None:
@@ -446,7 +488,8 @@ def _assemble(options: PrepareOptions, plan: Plan, items, results, out: Path) ->
                             "reason": result.reason})
             continue
         extra = result.extra
-        entry = _Entry(extra["crop"], planned.identity, item.path, extra["teacher"])
+        entry = _Entry(extra["crop"], planned.identity, item.path, extra["teacher"],
+                       canvas=extra.get("canvas"), chip=extra.get("chip"))
         target = train if planned.split == "train" else validation
         target.setdefault(planned.identity, []).append(entry)
         if extra.get("masked") is not None:
@@ -512,7 +555,8 @@ def _assemble(options: PrepareOptions, plan: Plan, items, results, out: Path) ->
         np.save(out / packs.TEACHER_FILE, teacher)
     if val_entries:
         packs.write_pairs(out / packs.VAL_PAIRS_FILE, pairs)
-    # The size budget covers the whole folder: what is on disk now, meta.json (estimated from
+    # The size budget covers the whole folder but the canvases (CPU training with an online
+    # teacher; they do not travel to a GPU machine): what is on disk now, meta.json (from
     # its class lists), and the records' header, identity records and index lines.
     on_disk = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     names = classes + val_identities + [e.identity for e in unlabelled]
@@ -522,6 +566,10 @@ def _assemble(options: PrepareOptions, plan: Plan, items, results, out: Path) ->
     quality, encoded, table = _choose_quality(crops, options, fixed)
     train_encoded, val_encoded = encoded[: len(train_entries)], encoded[len(train_entries) :]
     packs.write_pack_images(out, "train", train_encoded, train_labels)
+    if options.canvases:
+        canvases = [_encode_jpeg(e.canvas, options.canvas_quality) for e in train_entries]
+        packs.write_pack_images(out, "canvas", canvases, train_labels)
+        np.save(out / packs.CHIPS_FILE, np.stack([e.chip for e in train_entries]))
     if val_entries:
         packs.write_pack_images(out, "val", val_encoded, val_labels)
 
@@ -535,6 +583,10 @@ def _assemble(options: PrepareOptions, plan: Plan, items, results, out: Path) ->
         "size_vs_quality_mib": table,
         "crop_size": packs.CROP_SIZE,
         "alignment": "ArcFace 5-point template (fmr.faces.align_face), MTCNN landmarks",
+        "canvases": {"file": packs.CANVAS_REC, "chips": packs.CHIPS_FILE,
+                     "margin": WIDE_CANVAS.margin, "scale": WIDE_CANVAS.scale,
+                     "size": WIDE_CANVAS.size, "jpeg_quality": options.canvas_quality}
+        if options.canvases else None,
         "masks": "none stored: training draws them on the fly"
         if options.preset == "shared" else "one masked copy per photo (fmr.masks training styles)",
         "teacher": "dlib_face_recognition_resnet_model_v1 (128-d, unit norm, unmasked photo)"

@@ -42,6 +42,7 @@ class TrainingSet:
     teacher: np.ndarray | None
     _read: Callable[[int], bytes]
     meta: dict = field(default_factory=dict)
+    canvases: packs.Canvases | None = None  # `fmr prepare --canvases`: wide canvases + chips
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -61,6 +62,7 @@ class TrainingSet:
             "classes": int(self.num_classes),
             "unlabelled_images": int((self.labels < 0).sum()),
             "teacher": None,
+            "canvases": self.canvases is not None,
         }
         if self.teacher is not None:
             info["teacher"] = {
@@ -96,7 +98,11 @@ def _from_records(path: Path, records: ImageRecords, kind: str, meta: dict) -> T
     labels = records.labels.copy()
     num_classes = _check_classes(path, labels)
     teacher = packs.read_teacher(path, len(labels)) if kind == "pack" else None
-    return TrainingSet(path, kind, labels, num_classes, teacher, records.payload, meta)
+    canvases = None
+    if kind == "pack" and meta.get("canvases"):
+        canvases = packs.read_canvases(path, len(labels), meta["canvases"]["size"])
+    return TrainingSet(path, kind, labels, num_classes, teacher, records.payload, meta,
+                       canvases)
 
 
 def _image_folder(path: Path) -> TrainingSet:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -78,3 +80,36 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Apply a 2x3 affine matrix to (N, 2) points."""
     points = np.asarray(points, dtype=np.float64)
     return (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """A wider aligned image: the template with `margin` template pixels on every side, at
+    `scale` pixels per template pixel. Canvas pixel c shows template point c / scale - margin,
+    so the 112x112 crop is its centre, and other crops of the same face (dlib's chip, which
+    reaches below the chin) can be cut from it too."""
+
+    margin: float
+    scale: float
+
+    @property
+    def size(self) -> int:
+        return int(round((TEMPLATE_SIZE + 2 * self.margin) * self.scale))
+
+    def from_template(self) -> np.ndarray:
+        """2x3 float64: template coordinates -> canvas pixels."""
+        offset = self.margin * self.scale
+        return np.array([[self.scale, 0.0, offset], [0.0, self.scale, offset]])
+
+
+CROP_CANVAS = Canvas(0.0, 1.0)  # the 112x112 crop itself
+WIDE_CANVAS = Canvas(24.0, 1.5)  # 240x240: what `fmr prepare --canvases` stores
+
+
+def align_to_canvas(image: np.ndarray, landmarks: np.ndarray, canvas: Canvas) -> np.ndarray:
+    """Like `align_face`, onto `canvas` instead of the bare 112x112 crop: (S, S, 3) uint8."""
+    to_template = np.vstack([alignment_matrix(landmarks), [0.0, 0.0, 1.0]])
+    matrix = canvas.from_template() @ to_template
+    return cv2.warpAffine(np.ascontiguousarray(image), matrix, (canvas.size, canvas.size),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(0, 0, 0))

@@ -144,12 +144,16 @@ def mask_batch(
     prob: float,
     styles: Sequence[str] = TRAIN_STYLES,
     generator: torch.Generator | None = None,
+    geometry: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Synthetic masks on a batch of aligned crops, each sample with probability `prob`.
 
     images: (N, 3, 112, 112) uint8, or float in [0, 255], RGB, on any device. styles: the mask
     styles to draw from (uniformly); default TRAIN_STYLES. generator: a torch.Generator (on any
-    device) for repeatable draws. Returns a new tensor of the same dtype, shape and device.
+    device) for repeatable draws. geometry: optional (N, 2, 3) `affine_grid` matrices taking
+    each image's normalised coordinates to the aligned crop's, for crops that were rotated,
+    zoomed or shifted after alignment (`fmr.train.views.student_geometry_theta`): the mask then
+    follows the face. Returns a new tensor of the same dtype, shape and device.
     """
     if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (112, 112):
         raise ValueError(
@@ -182,6 +186,10 @@ def mask_batch(
     theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle) / scale, torch.cos(angle) / scale
     theta[:, 0, 2] = r[:, 2] * JITTER_SHIFT * 2 / 112
     theta[:, 1, 2] = r[:, 3] * JITTER_SHIFT * 2 / 112
+    if geometry is not None:  # jitter o geometry: the view's pixel -> aligned crop -> layer
+        g = geometry[chosen].to(device=device, dtype=theta.dtype)
+        theta = torch.cat([theta[:, :, :2] @ g[:, :, :2],
+                           theta[:, :, :2] @ g[:, :, 2:] + theta[:, :, 2:]], dim=2)
     grid = F.affine_grid(theta, list(layers.shape), align_corners=False)
     layers = F.grid_sample(layers, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     alpha, u, v, shade = layers[:, 0], layers[:, 1], layers[:, 2], layers[:, 3]

@@ -19,6 +19,7 @@ unchanged (same parameter names and shapes):
 | iresnet50  | 3, 4, 14, 3    | 43.6M  | 6.31                            |
 | iresnet100 | 3, 13, 30, 3   | 65.2M  | 12.09                           |
 | iresnet200 | 6, 26, 60, 6   | 118.8M | 23.42                           |
+| iresnet18_half | 2, 2, 2, 2 (widths 32-256) | 9.2M | 0.66                   |
 
 (parameters and FLOPs from `fmr.models.count_parameters` / `count_flops`; `fmr models` prints
 them.)
@@ -44,6 +45,7 @@ IRESNET_LAYERS: dict[int, tuple[int, int, int, int]] = {
     200: (6, 26, 60, 6),
 }
 STAGE_WIDTHS = (64, 128, 256, 512)
+HALF_WIDTHS = (32, 64, 128, 256)
 BN_EPS = 1e-5
 
 
@@ -99,11 +101,11 @@ def build_head(
     backbone.features.weight.requires_grad = False
 
 
-def build_stem(backbone: nn.Module) -> None:
+def build_stem(backbone: nn.Module, channels: int = STAGE_WIDTHS[0]) -> None:
     """Adds `conv1`, `bn1`, `prelu`: conv3x3 (stride 1) - BN - PReLU, no max-pool."""
-    backbone.conv1 = conv3x3(3, STAGE_WIDTHS[0])
-    backbone.bn1 = nn.BatchNorm2d(STAGE_WIDTHS[0], eps=BN_EPS)
-    backbone.prelu = nn.PReLU(STAGE_WIDTHS[0])
+    backbone.conv1 = conv3x3(3, channels)
+    backbone.bn1 = nn.BatchNorm2d(channels, eps=BN_EPS)
+    backbone.prelu = nn.PReLU(channels)
 
 
 def init_weights(model: nn.Module) -> None:
@@ -157,13 +159,14 @@ class IResNet(StagedBackbone):
         embedding_size: int = 512,
         dropout: float = 0.0,
         input_size: int = 112,
+        widths: Sequence[int] = STAGE_WIDTHS,
     ) -> None:
         super().__init__()
         self.embedding_size = embedding_size
         self.input_size = input_size
-        build_stem(self)
-        in_channels = STAGE_WIDTHS[0]
-        for index, (count, width) in enumerate(zip(layers, STAGE_WIDTHS, strict=True)):
+        build_stem(self, widths[0])
+        in_channels = widths[0]
+        for index, (count, width) in enumerate(zip(layers, widths, strict=True)):
             blocks = [IBasicBlock(in_channels, width, stride=2)]
             blocks += [IBasicBlock(width, width) for _ in range(1, count)]
             setattr(self, f"layer{index + 1}", nn.Sequential(*blocks))
@@ -199,3 +202,10 @@ def iresnet100(**kwargs) -> IResNet:
 @register_model
 def iresnet200(**kwargs) -> IResNet:
     return _iresnet(200, **kwargs)
+
+
+@register_model
+def iresnet18_half(**kwargs) -> IResNet:
+    """IResNet-18 at half the widths (32/64/128/256): about a quarter of the multiply-adds, for
+    training and running on a CPU (the width of dlib's own ResNet)."""
+    return IResNet(IRESNET_LAYERS[18], widths=HALF_WIDTHS, **kwargs)

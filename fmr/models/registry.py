@@ -3,6 +3,7 @@ and `create_model(name, **kwargs)` builds one by name."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from torch import nn
@@ -22,9 +23,10 @@ def register_model(constructor: Callable[..., nn.Module]) -> Callable[..., nn.Mo
 def list_models() -> list[str]:
     """Registered architecture names, IResNets first, by depth within a family."""
 
-    def order(name: str) -> tuple[str, int]:
-        family = name.rstrip("0123456789")
-        return family, int(name[len(family):] or 0)
+    def order(name: str) -> tuple[str, int, str]:
+        match = re.fullmatch(r"([a-z]+)(\d*)(.*)", name)
+        family, depth, variant = match.groups() if match else (name, "", "")
+        return family, int(depth or 0), variant
 
     return sorted(_MODEL_CONSTRUCTORS, key=order)
 

@@ -54,6 +54,7 @@ from torch import nn
 
 from fmr.models.iresnet import (
     BN_EPS,
+    HALF_WIDTHS,
     STAGE_WIDTHS,
     IBasicBlock,
     StagedBackbone,
@@ -182,13 +183,14 @@ class ResSaNet(StagedBackbone):
         dropout: float = 0.0,
         input_size: int = 112,
         heads: int = 4,
+        widths: Sequence[int] = STAGE_WIDTHS,
     ) -> None:
         super().__init__()
         self.embedding_size = embedding_size
         self.input_size = input_size
-        build_stem(self)
-        in_channels, size = STAGE_WIDTHS[0], input_size
-        for index, (count, width) in enumerate(zip(layers, STAGE_WIDTHS, strict=True)):
+        build_stem(self, widths[0])
+        in_channels, size = widths[0], input_size
+        for index, (count, width) in enumerate(zip(layers, widths, strict=True)):
             if index == 3:
                 blocks = [AttentionBlock(in_channels, width, size, stride=2, heads=heads)]
                 size = (size + 1) // 2
@@ -226,3 +228,10 @@ def ressanet50(**kwargs) -> ResSaNet:
 @register_model
 def ressanet100(**kwargs) -> ResSaNet:
     return _ressanet(100, **kwargs)
+
+
+@register_model
+def ressanet18_half(**kwargs) -> ResSaNet:
+    """ResSaNet-18 at half the widths (32/64/128/256; attention with 4 heads of 64 channels),
+    the CPU-sized partner of `iresnet18_half`."""
+    return ResSaNet(RESSANET_LAYERS[18], widths=HALF_WIDTHS, **kwargs)

@@ -1,32 +1,47 @@
 """Training augmentation on whole batches, on the training device.
 
-One call per step turns a uint8 batch of aligned crops into the normalised float input:
+One call per step turns a uint8 batch into the normalised float input (and, with an online
+teacher, its targets). Both paths draw one random view per image (`fmr.train.views`: flip,
+rotation, zoom, shift, colour, blur, and with a teacher mixup) and then synthetic masks on a
+share of the images (`fmr.masks.tensor.mask_batch`, training styles) that follow the view's
+geometry, then `(x/255 - 0.5) / 0.5`, the input every fmr model expects.
 
-1. synthetic masks on a share of the images (`fmr.masks.tensor.mask_batch`, training styles),
-   drawn first, on the aligned geometry the mask renderer expects;
-2. one affine warp per image (horizontal flip, rotation, zoom, shift) as a single
-   `grid_sample` over the batch; pixels from outside the crop are black, as in aligned crops;
-3. colour jitter (brightness, contrast, saturation) and occasional greyscale;
-4. `(x/255 - 0.5) / 0.5`, the input every fmr model expects.
+- `augment_batch`: 112x112 aligned crops (any training set). Pixels from outside the crop are
+  black, as in aligned crops.
+- `augment_with_teacher`: the wide canvases of a pack prepared with `--canvases`. The student's
+  crop and the teacher's 150x150 chip are cut from the same rendered canvas, so the teacher
+  describes exactly the view the student sees, without its mask: the target of a masked face is
+  the descriptor of the same face unmasked. A view that blends two faces has no class label.
 
 Every random number comes from the `generator` argument (on the batch's device): the same
-generator state gives the same batch, which is what makes resumed runs exact. Nothing here
-reads values back to the host.
+generator state gives the same batch, which is what makes resumed runs exact. Nothing here reads
+values back to the host.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
-import torch.nn.functional as F
 
-GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
+from fmr.faces.align import CROP_CANVAS, TEMPLATE_SIZE, WIDE_CANVAS, Canvas
+from fmr.train.views import (
+    CHIP_SIZE,
+    ViewSettings,
+    chip_to_canvas,
+    cut,
+    mixed,
+    render_canvases,
+    sample_views,
+    student_geometry_theta,
+    student_to_canvas,
+)
 
 
 @dataclass(frozen=True)
 class AugmentSettings:
+    """train.py's augmentation flags (names as in `TrainConfig`)."""
+
     mask_prob: float = 0.5
     flip_prob: float = 0.5
     rotation: float = 8.0  # degrees, either way
@@ -36,64 +51,45 @@ class AugmentSettings:
     contrast: float = 0.25
     saturation: float = 0.25
     grayscale_prob: float = 0.05
+    blur_prob: float = 0.0
+    blur_sigma: float = 1.5
+    mix_prob: float = 0.0
 
     @classmethod
     def from_config(cls, config) -> AugmentSettings:
-        return cls(**{name: getattr(config, name) for name in cls.__dataclass_fields__})
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+    def views(self) -> ViewSettings:
+        return ViewSettings(
+            rotation=self.rotation, zoom=self.scale_jitter,
+            shift=self.translate * TEMPLATE_SIZE, flip_prob=self.flip_prob,
+            brightness=self.brightness, contrast=self.contrast, saturation=self.saturation,
+            grey_prob=self.grayscale_prob, blur_prob=self.blur_prob, blur_sigma=self.blur_sigma,
+            mix_prob=self.mix_prob,
+        )
 
 
-def _uniform(n: int, low: float, high: float, generator, device) -> torch.Tensor:
-    return torch.rand(n, generator=generator, device=device) * (high - low) + low
+def normalise(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """Float [0, 255] images -> the model input (x/255 - 0.5) / 0.5, in [-1, 1]."""
+    x = x.mul(2.0 / 255.0).sub_(1.0).clamp_(-1.0, 1.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def affine_matrices(
-    n: int, settings: AugmentSettings, generator: torch.Generator, device: torch.device
-) -> torch.Tensor:
-    """(n, 2, 3) float32 matrices for `F.affine_grid` (output -> input, normalised coordinates)."""
-    angle = _uniform(n, -settings.rotation, settings.rotation, generator, device) * (math.pi / 180)
-    zoom = 1.0 + _uniform(n, -settings.scale_jitter, settings.scale_jitter, generator, device)
-    shift = _uniform(2 * n, -settings.translate, settings.translate, generator, device).view(n, 2)
-    flip = torch.rand(n, generator=generator, device=device) < settings.flip_prob
-    sign = 1.0 - 2.0 * flip.float()  # -1 mirrors x
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack(
-        [
-            torch.stack([cos * sign, -sin, 2 * shift[:, 0]], dim=1),
-            torch.stack([sin * sign, cos, 2 * shift[:, 1]], dim=1),
-        ],
-        dim=1,
-    )
-    return theta
-
-
-def colour_jitter(
-    images: torch.Tensor, settings: AugmentSettings, generator: torch.Generator
-) -> torch.Tensor:
-    """Per-image brightness, contrast, saturation, greyscale: float (N, 3, H, W) in [0, 255]."""
-    n, device = images.shape[0], images.device
-    weights = torch.tensor(GREY_WEIGHTS, device=device, dtype=images.dtype).view(1, 3, 1, 1)
-
-    def factors(amount: float) -> torch.Tensor:
-        return _uniform(n, 1.0 - amount, 1.0 + amount, generator, device).view(n, 1, 1, 1)
-
-    images = images * factors(settings.brightness)
-    grey = (images * weights).sum(dim=1, keepdim=True)
-    mean = grey.mean(dim=(2, 3), keepdim=True)
-    images = (images - mean) * factors(settings.contrast) + mean
-    grey = (images * weights).sum(dim=1, keepdim=True)
-    images = (images - grey) * factors(settings.saturation) + grey
-    to_grey = (torch.rand(n, generator=generator, device=device) < settings.grayscale_prob)
-    images = torch.where(to_grey.view(n, 1, 1, 1), grey.expand_as(images), images)
-    return images.clamp_(0.0, 255.0)
-
-
-def apply_masks(images: torch.Tensor, prob: float, generator: torch.Generator) -> torch.Tensor:
-    """Synthetic masks (training styles) on a share `prob` of uint8 aligned crops."""
+def apply_masks(images: torch.Tensor, prob: float, generator: torch.Generator,
+                geometry: torch.Tensor | None = None) -> torch.Tensor:
+    """Synthetic masks (training styles) on a share `prob` of the crops, following `geometry`
+    (see `fmr.masks.tensor.mask_batch`)."""
     if prob <= 0:
         return images
     from fmr.masks.tensor import mask_batch  # its default styles are the training styles
 
-    return mask_batch(images, prob, generator=generator)
+    return mask_batch(images, prob, generator=generator, geometry=geometry)
+
+
+def _student_view(rendered: torch.Tensor, views: torch.Tensor, canvas: Canvas,
+                  settings: AugmentSettings, generator: torch.Generator) -> torch.Tensor:
+    crops = cut(rendered, student_to_canvas(views, canvas), TEMPLATE_SIZE)
+    return apply_masks(crops, settings.mask_prob, generator, student_geometry_theta(views))
 
 
 def augment_batch(
@@ -102,15 +98,46 @@ def augment_batch(
     generator: torch.Generator,
     *,
     channels_last: bool = False,
+    canvas: Canvas = CROP_CANVAS,
 ) -> torch.Tensor:
-    """uint8 (N, 3, 112, 112) aligned crops -> float32 normalised (N, 3, 112, 112) model input."""
-    images = apply_masks(images, settings.mask_prob, generator)
-    x = images.float()
-    theta = affine_matrices(x.shape[0], settings, generator, x.device)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    x = colour_jitter(x, settings, generator)
-    x = x.mul_(2.0 / 255.0).sub_(1.0)  # == (x/255 - 0.5) / 0.5
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    """uint8 (N, 3, S, S) aligned crops (or canvases of `canvas`) -> float32 normalised
+    (N, 3, 112, 112) model input. No mixup: nothing would say what a blend is."""
+    views = sample_views(images.shape[0], settings.views(), generator, images.device)
+    views[:, 10] = -1.0  # no partner
+    rendered = render_canvases(images, None, views, canvas)
+    return normalise(_student_view(rendered, views, canvas, settings, generator), channels_last)
+
+
+@dataclass
+class TeacherBatch:
+    """inputs: the normalised student input (N, 3, 112, 112); labels: (N,) int64, -1 where the
+    view blends two faces; targets: (N, D) unit-norm teacher descriptors of the unmasked
+    views."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+    targets: torch.Tensor
+
+
+def augment_with_teacher(
+    canvases: torch.Tensor,
+    partners: torch.Tensor,
+    chips: torch.Tensor,
+    labels: torch.Tensor,
+    settings: AugmentSettings,
+    generator: torch.Generator,
+    teacher,
+    *,
+    channels_last: bool = False,
+    canvas: Canvas = WIDE_CANVAS,
+) -> TeacherBatch:
+    """Views of uint8 canvases (N, 3, S, S) for the student and the teacher alike (see the
+    module docstring). partners: other photos' canvases (N, 3, S, S) for mixup; chips: (N, 2, 3)
+    dlib chip geometry of each photo; teacher: an object with `describe(chips)`, e.g.
+    `fmr.train.teacher.OnlineTeacher`."""
+    views = sample_views(canvases.shape[0], settings.views(), generator, canvases.device)
+    rendered = render_canvases(canvases, partners, views, canvas)
+    targets = teacher.describe(cut(rendered, chip_to_canvas(views, chips, canvas), CHIP_SIZE))
+    student = _student_view(rendered, views, canvas, settings, generator)
+    labels = torch.where(mixed(views), torch.full_like(labels, -1), labels)
+    return TeacherBatch(normalise(student, channels_last), labels, targets)

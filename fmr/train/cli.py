@@ -56,7 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="Partial FC: share of class centres per step, for very many identities (default 1)")
     add("--distill-weight", type=float,
         help=f"weight of the cosine loss to the teacher descriptors, 0 = off (default "
-        f"{d.distill_weight}; needs teacher.npy in the pack)")
+        f"{d.distill_weight}; needs teacher.npy in the pack, or its canvases)")
+    add("--margin-weight", type=float,
+        help=f"weight of the margin loss, 0 = distillation alone (default {d.margin_weight})")
+    add("--distill-targets", choices=("fixed", "consistent"),
+        help="fixed: the pack's teacher.npy, one descriptor per photo; consistent: dlib's network "
+        "(run in torch) on the very view the student sees, masks left out (needs a pack made "
+        f"with `fmr prepare --canvases`) (default {d.distill_targets})")
+    add("--optimizer", choices=("sgd", "adamw"),
+        help=f"SGD with momentum, or AdamW (default {d.optimizer})")
     add("--epochs", type=int, help=f"epochs (default {d.epochs})")
     add("--batch-size", type=int, help=f"images per step per GPU (default {d.batch_size})")
     add("--lr", type=float, help=f"peak learning rate of SGD (default {d.lr})")
@@ -75,18 +83,37 @@ def build_parser() -> argparse.ArgumentParser:
     aug.add_argument("--contrast", type=float, help=f"(default {d.contrast})")
     aug.add_argument("--saturation", type=float, help=f"(default {d.saturation})")
     aug.add_argument("--grayscale-prob", type=float, help=f"(default {d.grayscale_prob})")
+    aug.add_argument("--blur-prob", type=float,
+                     help=f"share of images blurred (default {d.blur_prob})")
+    aug.add_argument("--blur-sigma", type=float,
+                     help=f"largest blur sigma, template pixels (default {d.blur_sigma})")
+    aug.add_argument("--mix-prob", type=float,
+                     help="share of images blended with another face (mixup), the teacher "
+                     f"describing the blend; needs --distill-targets consistent (default "
+                     f"{d.mix_prob})")
     run = parser.add_argument_group("run")
     run.add_argument("--out", metavar="DIR", help="run folder (default runs/<backbone>-<time>)")
     run.add_argument("--resume", nargs="?", const="latest", metavar="PATH",
                      help="continue a run: a checkpoint file or run folder; without PATH, the "
                      "newest checkpoint in --out")
+    run.add_argument("--init-from", metavar="FILE",
+                     help="start from the weights of an exported model (.safetensors, e.g. a "
+                     "shipped checkpoint or a run's best.safetensors): weights only, a new "
+                     "schedule and optimiser")
     run.add_argument("--seed", type=int, help=f"seed of initialisation, order and augmentation "
                      f"(default {d.seed})")
     run.add_argument("--device", help="auto, cuda, cuda:N or cpu (default auto)")
+    run.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                     help="bf16 autocast or fp32 (default auto: bf16 on CUDA, and on a CPU with "
+                     "AMX-BF16 or AVX512-BF16 where a short probe finds it faster; the log says "
+                     "which and why)")
     run.add_argument("--compile", action=argparse.BooleanOptionalAction,
-                     help="torch.compile the backbone (default: on for CUDA, off on CPU)")
+                     help="torch.compile the backbone (default: on for CUDA, off on CPU); a "
+                     "model the compiler cannot handle runs eagerly, and the log says so")
     run.add_argument("--channels-last", action=argparse.BooleanOptionalAction,
-                     help="channels-last memory layout on CUDA (default on)")
+                     help="channels-last memory layout, CPU and CUDA (default on)")
+    run.add_argument("--threads", type=int,
+                     help="CPU threads (default: the cores this process may use)")
     run.add_argument("--workers", type=int,
                      help=f"JPEG decoding threads/processes (default {d.workers})")
     run.add_argument("--in-memory", choices=("auto", "yes", "no"),
@@ -119,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Settings a resumed run does not inherit from the checkpoint: they describe this process.
 NOT_INHERITED = ("resume", "stop_after_epochs", "time_limit", "time_budget", "progress",
-                 "device", "workers")
+                 "device", "workers", "threads", "init_from")
 
 
 def config_from_args(argv: list[str] | None = None) -> TrainConfig:

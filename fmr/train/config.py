@@ -15,6 +15,9 @@ from pathlib import Path
 from fmr.errors import FmrError
 
 LOSSES = ("arcface", "cosface")
+OPTIMIZERS = ("sgd", "adamw")
+DISTILL_TARGETS = ("fixed", "consistent")
+PRECISIONS = ("auto", "bf16", "fp32")
 DEFAULT_MARGINS = {"arcface": 0.5, "cosface": 0.4}
 
 
@@ -33,8 +36,14 @@ class TrainConfig:
     margin: float | None = None  # default: 0.5 for ArcFace, 0.4 for CosFace
     scale: float = 64.0
     sample_rate: float = 1.0  # Partial FC share of class centres per step (1.0 = all)
+    margin_weight: float = 1.0  # weight of the margin loss (0: distillation alone)
     distill_weight: float = 1.0  # weight of the cosine loss to the teacher (0 disables)
-    # optimisation (SGD, momentum 0.9, weight decay 5e-4; warmup then polynomial decay)
+    # fixed: the pack's teacher.npy, one descriptor per photo; consistent: the teacher (dlib's
+    # network, run by fmr.models.dlib_resnet) on the very view the student sees, which needs a
+    # pack prepared with --canvases
+    distill_targets: str = "fixed"
+    # optimisation (SGD, momentum 0.9, weight decay 5e-4, or AdamW; warmup then polynomial decay)
+    optimizer: str = "sgd"
     epochs: int = 40
     batch_size: int = 256  # per process (per GPU)
     lr: float = 0.1
@@ -52,12 +61,17 @@ class TrainConfig:
     contrast: float = 0.25
     saturation: float = 0.25
     grayscale_prob: float = 0.05
+    blur_prob: float = 0.0  # share of views blurred (Gaussian, sigma up to blur_sigma)
+    blur_sigma: float = 1.5  # template pixels
+    mix_prob: float = 0.0  # share of views blending two faces (mixup; consistent targets only)
     # run
     out: str | None = None  # default: runs/<backbone>-<YYYYmmdd-HHMMSS>
     seed: int = 0
     device: str = "auto"  # auto | cuda | cuda:N | cpu
+    precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 on CUDA and on CPUs where faster)
     compile: bool | None = None  # torch.compile the backbone; default: on for CUDA
     channels_last: bool = True
+    threads: int | None = None  # CPU threads (default: the cores this process may use)
     workers: int = 8  # decoding processes (streaming) or threads (in-memory)
     in_memory: str = "auto"  # auto | yes | no: decode the whole set once onto the device
     log_every: int = 50  # steps between log lines (and the only host syncs)
@@ -70,6 +84,7 @@ class TrainConfig:
     val_mask_seed: int = 1234  # masks on validation crops: fixed, so epochs compare
     storage: str = "fp16"  # export weights: fp32 | fp16 | int8
     resume: str | None = None  # a checkpoint file or run folder; "latest" = newest in --out
+    init_from: str | None = None  # exported weights (.safetensors) to start from, weights only
     progress: bool = True
 
     def margin_value(self) -> float:
@@ -88,6 +103,19 @@ class TrainConfig:
             (self.lr > 0, "--lr must be positive"),
             (0.0 <= self.mask_prob <= 1.0, "--mask-prob must be between 0 and 1"),
             (self.distill_weight >= 0, "--distill-weight must be 0 or more"),
+            (self.margin_weight >= 0, "--margin-weight must be 0 or more"),
+            (self.margin_weight > 0 or self.distill_weight > 0,
+             "--margin-weight and --distill-weight cannot both be 0: nothing would be learned"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer: choose one of {', '.join(OPTIMIZERS)}"),
+            (self.distill_targets in DISTILL_TARGETS,
+             f"--distill-targets: choose one of {', '.join(DISTILL_TARGETS)}"),
+            (self.precision in PRECISIONS, f"--precision: choose one of {', '.join(PRECISIONS)}"),
+            (0.0 <= self.mix_prob <= 1.0, "--mix-prob must be between 0 and 1"),
+            (0.0 <= self.blur_prob <= 1.0, "--blur-prob must be between 0 and 1"),
+            (self.mix_prob == 0 or self.distill_targets == "consistent",
+             "--mix-prob needs --distill-targets consistent: only a teacher that sees the blend "
+             "can say what a blend of two faces is"),
+            (self.threads is None or self.threads >= 1, "--threads must be at least 1"),
             (0.0 < self.sample_rate <= 1.0, "--sample-rate must be in (0, 1]"),
             (self.in_memory in ("auto", "yes", "no"), "--in-memory must be auto, yes or no"),
             (self.storage in ("fp32", "fp16", "int8"), "--storage must be fp32, fp16 or int8"),

@@ -27,9 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmr.errors import FmrError
+from fmr.faces.align import CROP_CANVAS, WIDE_CANVAS
 from fmr.train import distributed
-from fmr.train.augment import AugmentSettings, augment_batch
+from fmr.train.augment import AugmentSettings, augment_batch, augment_with_teacher
 from fmr.train.config import TrainConfig
+from fmr.train.device import CompiledForward, DevicePolicy, choose_policy
 from fmr.train.runlog import RunLogger
 from fmr.train.schedule import make_scheduler
 from fmr.train.state import load_state, resolve_resume, restore_rng, rng_state, save_state
@@ -51,17 +53,22 @@ class TrainingDiverged(FmrError):
 class TrainModule(nn.Module):
     """Backbone + class-centre head + distillation projection: one module for DDP.
 
+    Distillation compares the embedding itself with the teacher's descriptor when both have the
+    same size (no projection; the embedding then lives in the teacher's space), else a learned
+    linear projection of it.
+
     forward returns (total loss, stats): stats is a float32 vector in `STAT_NAMES` order,
     detached, for logging without host syncs.
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, projection: nn.Module | None,
-                 distill_weight: float):
+                 distill_weight: float, margin_weight: float = 1.0):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.projection = projection
         self.distill_weight = float(distill_weight)
+        self.margin_weight = float(margin_weight)
         self.__dict__["backbone_forward"] = backbone  # replaced by the compiled one, unregistered
 
     def forward(self, images, labels, teacher=None, has_teacher=None, with_accuracy: bool = False):
@@ -70,12 +77,15 @@ class TrainModule(nn.Module):
             embeddings = embeddings.float()
             margin_loss = self.head(embeddings, labels)
             distill_loss = embeddings.new_zeros(())
-            if self.projection is not None and teacher is not None:
-                projected = F.normalize(self.projection(embeddings), dim=1)
-                weight = has_teacher.float()
-                cosine = (projected * teacher).sum(dim=1)
-                distill_loss = ((1.0 - cosine) * weight).sum() / weight.sum().clamp(min=1.0)
-            loss = margin_loss + self.distill_weight * distill_loss
+            if self.distill_weight > 0 and teacher is not None:
+                student = embeddings if self.projection is None else self.projection(embeddings)
+                cosine = (F.normalize(student, dim=1) * teacher).sum(dim=1)
+                if has_teacher is None:
+                    distill_loss = (1.0 - cosine).mean()
+                else:
+                    weight = has_teacher.float()
+                    distill_loss = ((1.0 - cosine) * weight).sum() / weight.sum().clamp(min=1.0)
+            loss = self.margin_weight * margin_loss + self.distill_weight * distill_loss
             with torch.no_grad():
                 labelled = labels >= 0
                 centres = F.normalize(self.head.weight.detach().float(), dim=1)
@@ -96,11 +106,14 @@ class TrainModule(nn.Module):
 
 
 def build_module(config: TrainConfig, num_classes: int, teacher_dim: int | None,
-                 device: torch.device) -> TrainModule:
-    """Backbone, margin head and (with a teacher) the distillation projection, on `device`.
+                 policy: DevicePolicy) -> TrainModule:
+    """Backbone, margin head and (with a teacher) the distillation projection, placed as
+    `policy` says (channels-last backbone; on CUDA cuDNN picks the fastest convolution
+    algorithms for the fixed batch shape).
 
-    On CUDA the backbone is channels-last (with `config.channels_last`) and cuDNN picks the
-    fastest convolution algorithms for the fixed batch shape.
+    When the embedding has the teacher's size, the embedding is distilled directly and the
+    scale of its last batch norm (`features`, frozen at 1 for margin losses alone) learns, so
+    the embedding can take the teacher's per-dimension spread.
     """
     from fmr.losses import ArcFace, CosFace, MarginHead
     from fmr.models import create_model
@@ -111,58 +124,99 @@ def build_module(config: TrainConfig, num_classes: int, teacher_dim: int | None,
     margin = margin_class(s=config.scale, m=config.margin_value())
     head = MarginHead(config.embedding_size, num_classes, margin, config.sample_rate)
     projection = None
-    if teacher_dim:
+    if teacher_dim and teacher_dim != config.embedding_size:
         projection = nn.Linear(config.embedding_size, teacher_dim, bias=False)
-    module = TrainModule(backbone, head, projection, config.distill_weight).to(device)
-    if device.type == "cuda":
+    elif teacher_dim and hasattr(backbone, "features"):
+        backbone.features.weight.requires_grad_(True)
+    module = TrainModule(backbone, head, projection, config.distill_weight if teacher_dim else 0.0,
+                         config.margin_weight)
+    module.to(policy.device)
+    policy.prepare_model(backbone)
+    if policy.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        if config.channels_last:
-            backbone.to(memory_format=torch.channels_last)
     return module
 
 
-def compile_backbone(module: TrainModule) -> None:
+def compile_backbone(module: TrainModule, report=None) -> CompiledForward:
     """torch.compile the backbone's forward; parameters and state dict keys stay unchanged.
 
-    A graph the compiler cannot handle runs eagerly instead of ending the run: GPU time is
-    scarce, and eager bf16 is only slower, not wrong.
+    A graph the compiler cannot handle runs eagerly instead of ending the run (eager is only
+    slower, not wrong), and `report` (the run log) and stderr say so; nothing is silenced
+    globally.
     """
-    import torch._dynamo
+    compiled = CompiledForward(module.backbone, report)
+    module.__dict__["backbone_forward"] = compiled
+    return compiled
 
-    torch._dynamo.config.suppress_errors = True
-    module.__dict__["backbone_forward"] = torch.compile(module.backbone)
 
-
-def make_optimizer(module: nn.Module, config: TrainConfig, device: torch.device):
-    """SGD with momentum and weight decay on every trainable parameter (fused kernels on CUDA).
+def make_optimizer(module: nn.Module, config: TrainConfig, policy: DevicePolicy):
+    """SGD with momentum and weight decay, or AdamW, on every trainable parameter (fused
+    kernels where torch has them).
 
     Returns (optimizer, the parameter list, for gradient clipping)."""
     parameters = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay,
-                                fused=device.type == "cuda" or None)
+    fused = policy.fused_optimizer or None
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay,
+                                      fused=fused)
+    else:
+        optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay, fused=fused)
     return optimizer, parameters
 
 
-def fit_epochs(config: TrainConfig, step: int, steps_per_epoch: int, seconds_per_step: float,
-               elapsed: float) -> dict:
-    """How many epochs fit in `config.time_budget` at the measured speed (at most --epochs).
+def init_backbone_from(backbone: nn.Module, path: str, config: TrainConfig) -> dict:
+    """Copy the weights of an exported model (`--init-from`) into `backbone`; returns its card
+    as a dict. Raises FmrError when it is another architecture or embedding size."""
+    from fmr.checkpoints import load_checkpoint
 
-    Keeps 8% of the remaining time for validation, exports and checkpoints at epoch ends.
+    loaded = load_checkpoint(path)
+    card = loaded.card
+    if (card.architecture, card.embedding_size) != (config.backbone, config.embedding_size):
+        raise FmrError(
+            f"--init-from {path}: it is {card.architecture} with {card.embedding_size}-d "
+            f"embeddings, but this run trains {config.backbone} with {config.embedding_size}: "
+            "pass the same --backbone and --embedding-size"
+        )
+    with torch.no_grad():
+        own = backbone.state_dict()
+        for name, tensor in loaded.model.state_dict().items():
+            own[name].copy_(tensor)
+    return card.to_dict()
+
+
+class StepBudget:
+    """`--time-budget`: how many steps the schedule may have so that training, validations and
+    exports end within the time given.
+
+    `update` is called at every log line with the time those steps took (validation and
+    checkpoint pauses left out); the planned length is the steps done plus those that fit in
+    92% of the time left at the smoothed speed, never more than `asked` nor fewer than one more
+    than done. The learning-rate schedule reads the plan at every step, so it warms up and then
+    decays to zero exactly at the end of the budget, whatever the machine's speed.
     """
-    remaining = max(0.0, config.time_budget - elapsed) * 0.92
-    total = step + remaining / max(seconds_per_step, 1e-9)
-    epochs = int(min(config.epochs, max(step // steps_per_epoch + 1, total // steps_per_epoch)))
-    return {"epochs": epochs, "seconds_per_step": seconds_per_step, "elapsed": elapsed,
-            "budget": config.time_budget, "asked_epochs": config.epochs}
+
+    RESERVE = 0.08  # share of the time left kept for validations, exports, checkpoints
+
+    def __init__(self, seconds: float, asked: int, started: float) -> None:
+        self.seconds = float(seconds)
+        self.asked = int(asked)
+        self.started = started
+        self.seconds_per_step: float | None = None
+
+    def update(self, step: int, steps: int, seconds: float, now: float) -> int:
+        rate = seconds / max(steps, 1)
+        self.seconds_per_step = rate if self.seconds_per_step is None else (
+            0.7 * self.seconds_per_step + 0.3 * rate)
+        left = max(0.0, self.seconds - (now - self.started)) * (1 - self.RESERVE)
+        return int(min(self.asked, max(step + 1, step + left / self.seconds_per_step)))
 
 
-def shrink_epochs(epochs: int, done: int, seconds_per_epoch: float, seconds_left: float) -> int:
-    """The epochs to plan for when `done` are over and each takes `seconds_per_epoch`
-    (validation and checkpoints included): `epochs`, or fewer if they would not fit in
-    `seconds_left` (never fewer than `done`)."""
-    fit = done + int(max(0.0, seconds_left) * 0.95 // max(seconds_per_epoch, 1e-9))
-    return max(done, min(epochs, fit))
+@dataclass
+class Schedule:
+    """The planned length of training in steps (what the learning-rate schedule decays over)."""
+
+    total: int
 
 
 @dataclass
@@ -180,16 +234,25 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63)
 
 
+def _targets(config: TrainConfig, online: bool, use_teacher: bool) -> str:
+    """What the student learns from, in words (for the log and the model card)."""
+    margin = f"{config.loss} (weight {config.margin_weight:g})"
+    if not use_teacher:
+        return margin
+    kind = ("the teacher's descriptor of the same augmented view (online)" if online
+            else "the teacher's fixed descriptor of each photo")
+    mix = f", mixup {config.mix_prob:g}" if config.mix_prob else ""
+    return f"{margin} + distillation (weight {config.distill_weight:g}) to {kind}{mix}"
+
+
 def _default_out(config: TrainConfig) -> Path:
     return Path("runs") / f"{config.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    import platform
-
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+def _device_name(policy: DevicePolicy) -> str:
+    if policy.device.type == "cuda":
+        return policy.cpu
+    return f"CPU ({policy.cpu}, {policy.threads} threads)"
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -211,6 +274,8 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
     started = time.monotonic()
     device = ctx.device
     cuda = device.type == "cuda"
+    policy = choose_policy(device, config.precision, channels_last=config.channels_last,
+                           compile=config.compile, threads=config.threads)
     state = None
     if config.resume:
         state = load_state(resolve_resume(config.resume, config.out))
@@ -221,8 +286,13 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
 
     # ---- data
     dataset = open_training_set(config.data)
-    use_teacher = config.distill_weight > 0 and dataset.teacher is not None
-    if config.distill_weight > 0 and dataset.teacher is None and ctx.is_main:
+    canvases = dataset.canvases is not None
+    online = config.distill_weight > 0 and config.distill_targets == "consistent"
+    if online and not canvases:
+        raise FmrError(f"--distill-targets consistent needs the pack's canvases: {config.data} "
+                       "has none (prepare it with `fmr prepare --canvases`)")
+    use_teacher = config.distill_weight > 0 and (online or dataset.teacher is not None)
+    if config.distill_weight > 0 and not use_teacher and ctx.is_main:
         print(f"train: {config.data} has no teacher descriptors (teacher.npy): training without "
               "distillation (prepare the pack with --teacher dlib to use it)", file=sys.stderr)
     validation = None
@@ -233,19 +303,29 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
     torch.manual_seed(config.seed)
-    batches = make_batches(dataset, config, ctx, use_teacher)
+    batches = make_batches(dataset, config, ctx, use_teacher, canvases, online)
     steps_per_epoch = batches.steps_per_epoch
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
 
     # ---- model, loss, optimiser
-    teacher_dim = dataset.teacher.shape[1] if use_teacher else None
-    module = build_module(config, dataset.num_classes, teacher_dim, device)
+    teacher = None
+    if online:
+        from fmr.train.teacher import OnlineTeacher
+
+        teacher = OnlineTeacher(policy)
+    teacher_dim = None
+    if use_teacher:
+        teacher_dim = teacher.dimension if online else dataset.teacher.shape[1]
+    module = build_module(config, dataset.num_classes, teacher_dim, policy)
     backbone, head, projection = module.backbone, module.head, module.projection
-    channels_last = config.channels_last and cuda
-    optimizer, parameters = make_optimizer(module, config, device)
-    schedule = {"total": total_steps}  # --time-budget may shorten it after a few steps
-    scheduler = make_scheduler(optimizer, lambda: schedule["total"], warmup_steps,
+    channels_last = policy.channels_last
+    initialised_from = None
+    if config.init_from and state is None:
+        initialised_from = init_backbone_from(backbone, config.init_from, config)
+    optimizer, parameters = make_optimizer(module, config, policy)
+    schedule = Schedule(total_steps)  # --time-budget re-plans its length as it goes
+    scheduler = make_scheduler(optimizer, lambda: schedule.total, warmup_steps,
                                config.poly_power)
 
     step = 0
@@ -276,8 +356,8 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
         if len(ranks) == ctx.world_size:
             restore_rng(ranks[ctx.rank], device)
 
-    if cuda if config.compile is None else config.compile:
-        compile_backbone(module)
+    if policy.compile:
+        compile_backbone(module, lambda message: log.event("compile_failed", message=message))
     model = module
     if ctx.distributed:
         model = nn.parallel.DistributedDataParallel(
@@ -285,7 +365,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
         )
     validator = None
     if validation is not None:
-        validator = Validator(validation, device, config.val_mask_seed, channels_last)
+        validator = Validator(validation, policy, config.val_mask_seed)
     augment = AugmentSettings.from_config(config)
     generator = torch.Generator(device=device)
 
@@ -294,15 +374,18 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
         log.event("start", step=step, config=config.to_dict(), data=description,
-                  device=_device_name(device), world_size=ctx.world_size,
-                  steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                  device=_device_name(policy), world_size=ctx.world_size,
+                  policy=policy.describe(), steps_per_epoch=steps_per_epoch,
+                  total_steps=total_steps, targets=_targets(config, online, use_teacher),
+                  initialised_from=None if initialised_from is None else config.init_from,
                   validation=None if validation is None else validation.description,
                   torch=torch.__version__)
         print(
-            f"train: {config.backbone} on {description['images']} images of "
-            f"{description['classes']} identities ({_device_name(device)}, "
-            f"{ctx.world_size} process(es)), {config.epochs} epochs x {steps_per_epoch} steps "
-            f"of {config.batch_size}; out: {out}",
+            f"train: {config.backbone} on {len(batches.indices)} of {description['images']} "
+            f"images ({description['classes']} identities), "
+            f"{_targets(config, online, use_teacher)}; {ctx.world_size} process(es), "
+            f"{config.epochs} epochs x {steps_per_epoch} steps of {config.batch_size}; "
+            f"out: {out}\ntrain: {policy.summary()}",
             file=sys.stderr,
         )
 
@@ -310,7 +393,7 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
 
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", file=sys.stderr,
                disable=not (config.progress and ctx.is_main), dynamic_ncols=True)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda)
+    autocast = policy.autocast()
     running = torch.zeros(len(STAT_NAMES), device=device)  # since the last log line
     epoch_sums = torch.zeros(len(STAT_NAMES), device=device)
     last_log = (time.monotonic(), step)
@@ -367,10 +450,15 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
                 result = validator.evaluate(backbone)
                 row["val_unmasked_accuracy"] = result["unmasked"]["accuracy"]
                 row["val_masked_accuracy"] = result.get("masked", {}).get("accuracy")
+                row["val_unmasked_tar"] = result["unmasked"]["tar_at_far_1e-3"]
+                row["val_masked_tar"] = result.get("masked", {}).get("tar_at_far_1e-3")
                 row["val_score"] = result["score"]
+                row["hours"] = round((time.monotonic() - started) / 3600, 4)
                 log.event("val", step=step, epoch=epoch + 1, **result)
                 log.scalars(step, "val", {"unmasked_accuracy": row["val_unmasked_accuracy"],
-                                          "masked_accuracy": row["val_masked_accuracy"]})
+                                          "masked_accuracy": row["val_masked_accuracy"],
+                                          "unmasked_tar_far1e-3": row["val_unmasked_tar"],
+                                          "masked_tar_far1e-3": row["val_masked_tar"]})
             log.epoch_row(row)
             log.scalars(step, "epoch", {k: v for k, v in row.items() if k != "epoch"})
             if result is not None and (best is None or result["score"] >= best["score"]):
@@ -384,8 +472,10 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
                 f"(margin {stats['margin_loss']:.3f}, distill {stats['distill_loss']:.3f}), "
                 f"angle {stats['angle_deg']:.1f} deg, {row['images_per_s']:.0f} img/s"
                 + ("" if result is None else
-                   f", val unmasked {result['unmasked']['accuracy']:.4f}"
-                   + (f" masked {result['masked']['accuracy']:.4f}" if "masked" in result else "")),
+                   f", val TAR@FAR1e-3 unmasked {result['unmasked']['tar_at_far_1e-3']:.4f}"
+                   + (f" masked {result['masked']['tar_at_far_1e-3']:.4f}"
+                      if "masked" in result else "")
+                   + f" (accuracy {result['unmasked']['accuracy']:.4f})"),
                 file=sys.stderr,
             )
         best = distributed.broadcast_object(ctx, best)
@@ -398,7 +488,8 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
             k: v for k, v in selected.items() if k not in ("epoch", "step")}}
         metrics["selected"] = {
             "epoch": selected["epoch"], "step": selected["step"],
-            "rule": "highest mean of unmasked and masked validation accuracy (ties: later)"
+            "rule": "highest mean of unmasked and masked validation TAR at FAR 1e-3 "
+            "(all pairs; ties: later)"
             if validator is not None else "last epoch (no validation pairs)",
         }
         card = ModelCard(
@@ -408,7 +499,9 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
             training={
                 "recipe": config.to_dict(), "data": description,
                 "validation": None if validation is None else validation.description,
-                "device": _device_name(device), "world_size": ctx.world_size,
+                "device": _device_name(policy), "world_size": ctx.world_size,
+                "policy": policy.describe(), "targets": _targets(config, online, use_teacher),
+                "initialised_from": config.init_from if initialised_from is not None else None,
                 "torch": torch.__version__, "steps": step, "steps_per_epoch": steps_per_epoch,
                 "wall_seconds": round(time.monotonic() - started, 1),
             },
@@ -424,23 +517,31 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
 
     # ---- the loop
     start_epoch = step // steps_per_epoch
-    last_epoch = config.epochs if config.stop_after_epochs is None else min(
-        config.epochs, start_epoch + config.stop_after_epochs)
+    stop_step = total_steps if config.stop_after_epochs is None else min(
+        total_steps, (start_epoch + config.stop_after_epochs) * steps_per_epoch)
+    budget = StepBudget(config.time_budget, total_steps, started) if config.time_budget else None
     time_up = False
-    # --time-budget: time steps [probe[0], probe[1]) (after compilation), then fit the epochs.
-    probe = (step + 10, step + 30) if config.time_budget else None
-    probe_started = 0.0
-    previous_epoch_end = None  # the first epoch's time includes start-up and compilation
+    paused = 0.0  # seconds spent validating and saving since the last log line
+    windows = 0  # log lines written by this process
     module.train()
-    epoch = start_epoch
-    while epoch < last_epoch:  # --time-budget may lower last_epoch during the first epoch
+    while step < min(stop_step, schedule.total) and not time_up:
+        epoch = step // steps_per_epoch
         for batch in batches.epoch(epoch, step - epoch * steps_per_epoch):
             generator.manual_seed(_step_seed(config.seed, ctx.rank, step))
-            images = augment_batch(batch.images, augment, generator, channels_last=channels_last)
+            labels, targets, has_targets = batch.labels, batch.teacher, batch.has_teacher
+            if online:
+                views = augment_with_teacher(batch.images, batch.partners, batch.chips, labels,
+                                             augment, generator, teacher,
+                                             channels_last=channels_last)
+                images, labels, targets, has_targets = (views.inputs, views.labels,
+                                                        views.targets, None)
+            else:
+                images = augment_batch(batch.images, augment, generator,
+                                       channels_last=channels_last,
+                                       canvas=WIDE_CANVAS if canvases else CROP_CANVAS)
             log_now = (step + 1) % config.log_every == 0
             with autocast:
-                loss, stats = model(images, batch.labels, batch.teacher, batch.has_teacher,
-                                    with_accuracy=log_now)
+                loss, stats = model(images, labels, targets, has_targets, with_accuracy=log_now)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, max_norm=5.0)
@@ -454,62 +555,44 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
                 now = time.monotonic()
                 values = read_stats(running, step - last_log[1])
                 values["lr"] = scheduler.get_last_lr()[0]
+                window = max(now - last_log[0] - paused, 1e-9)
                 values["images_per_s"] = ((step - last_log[1]) * config.batch_size
-                                          * ctx.world_size / max(now - last_log[0], 1e-9))
+                                          * ctx.world_size / window)
                 log.event("train", step=step, epoch=epoch + 1, **values)
                 log.scalars(step, "train", values)
                 bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.3g}",
                                 refresh=False)
+                if budget is not None and windows > 0:
+                    # the first window holds start-up (and compilation): not a speed
+                    planned = distributed.broadcast_object(
+                        ctx, budget.update(step, step - last_log[1], window, now))
+                    if planned != schedule.total:
+                        log.event("budget", step=step, planned_steps=planned,
+                                  seconds_per_step=round(budget.seconds_per_step, 4),
+                                  budget=config.time_budget, asked_steps=total_steps)
+                        schedule.total = bar.total = planned
                 running.zero_()
                 last_log = (now, step)
+                paused = 0.0
+                windows += 1
                 if config.time_limit is not None:
                     over = torch.tensor(float(now - started > config.time_limit), device=device)
                     time_up = bool(distributed.all_reduce_sum(ctx, over).item() > 0)
-            if probe and step == probe[0]:
-                if cuda:
-                    torch.cuda.synchronize(device)
-                probe_started = time.monotonic()
-            if probe and step == probe[1]:
-                if cuda:
-                    torch.cuda.synchronize(device)
-                fitted = fit_epochs(config, step, steps_per_epoch,
-                                    (time.monotonic() - probe_started) / (probe[1] - probe[0]),
-                                    time.monotonic() - started)
-                fitted = distributed.broadcast_object(ctx, fitted)
-                log.event("budget", step=step, **fitted)
-                config.epochs = fitted["epochs"]
-                schedule["total"] = total_steps = config.epochs * steps_per_epoch
-                last_epoch = min(last_epoch, config.epochs)
-                bar.total = total_steps
-                probe = None
             if config.save_every and step % config.save_every == 0 and step % steps_per_epoch:
                 read_stats(epoch_sums, 1)  # never write a checkpoint after a non-finite loss
+                paused_from = time.monotonic()
                 save("interval")
-            if time_up:
+                paused += time.monotonic() - paused_from
+            if time_up or step >= min(stop_step, schedule.total):
                 break
-        if config.time_budget and probe is None and previous_epoch_end is not None:
-            # Behind the budget (validation, a busier GPU)? End earlier rather than be cut off.
-            now = time.monotonic()
-            left = shrink_epochs(config.epochs, epoch + 1, now - previous_epoch_end,
-                                 config.time_budget - (now - started))
-            left = distributed.broadcast_object(ctx, left)
-            if left < config.epochs:
-                log.event("budget", step=step, epochs=left, asked_epochs=config.epochs,
-                          reason="behind the time budget")
-                config.epochs = left
-                schedule["total"] = total_steps = config.epochs * steps_per_epoch
-                last_epoch = min(last_epoch, config.epochs)
-                bar.total = total_steps
-        end_of_epoch(epoch, final=time_up or epoch + 1 >= last_epoch)
-        previous_epoch_end = time.monotonic()
+        paused_from = time.monotonic()
+        end_of_epoch(epoch, final=time_up or step >= min(stop_step, schedule.total))
+        paused += time.monotonic() - paused_from
         epochs_done = epoch + 1
-        epoch += 1
-        if time_up:
-            break
     bar.close()
     if time_up:
         stopped = "time_limit"
-    elif epochs_done < config.epochs:
+    elif step < schedule.total:
         stopped = "stop_after_epochs"
     if ctx.is_main:
         log.event("stop", step=step, reason=stopped, best=best,

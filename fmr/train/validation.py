@@ -5,7 +5,11 @@ fixed seed (`--val-mask-seed`) and the training mask styles, so every epoch is s
 same masks and epochs compare. Pairs are scored twice: both photos unmasked, and the second
 photo masked (the first stays unmasked, like a masked probe against an enrolment photo).
 Accuracy is the LFW protocol's 10-fold accuracy (`fmr.eval.metrics.kfold_accuracy`), with folds
-interleaved over the pair list so each fold mixes same and different pairs.
+interleaved over the pair list so each fold mixes same and different pairs. Beside it, the true
+accept rate at a false accept rate of 1e-3 over all pairs of the validation images (every
+same-identity pair genuine, every cross-identity pair impostor; `VAL_FAR`), which keeps
+separating models after accuracy on the listed pairs saturates. The mean of the unmasked and
+masked TAR is the score that picks the best epoch.
 
 The best export's calibration (`fmr.eval.calibration.calibrate`) uses all pairs of the
 validation images: every same-identity pair as genuine, every cross-identity pair as impostor,
@@ -19,8 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from fmr.data.pack import ValidationSet
+from fmr.train.device import DevicePolicy
 
 EMBED_BATCH = 256
+VAL_FAR = 1e-3
 
 
 def masked_copies(images: torch.Tensor, seed: int) -> torch.Tensor:
@@ -32,22 +38,17 @@ def masked_copies(images: torch.Tensor, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def embed_crops(
-    model: torch.nn.Module, images: torch.Tensor, device: torch.device, channels_last: bool
-) -> torch.Tensor:
-    """Flip-averaged, L2-normalised embeddings (N, E) float32 of uint8 (N, 3, 112, 112) crops."""
+def embed_crops(model: torch.nn.Module, images: torch.Tensor, policy: DevicePolicy) -> torch.Tensor:
+    """Flip-averaged, L2-normalised embeddings (N, E) float32 of uint8 (N, 3, 112, 112) crops,
+    run as the training `policy` says (precision, memory layout)."""
     was_training = model.training
     model.eval()
     outputs = []
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                              enabled=device.type == "cuda")
     for start in range(0, len(images), EMBED_BATCH):
-        x = images[start : start + EMBED_BATCH].to(device, non_blocking=True).float()
+        x = images[start : start + EMBED_BATCH].to(policy.device, non_blocking=True).float()
         x = x.mul_(2.0 / 255.0).sub_(1.0)
-        both = torch.cat([x, x.flip(3)])
-        if channels_last:
-            both = both.contiguous(memory_format=torch.channels_last)
-        with autocast:
+        both = policy.prepare_input(torch.cat([x, x.flip(3)]))
+        with policy.autocast():
             both = model(both).float()
         outputs.append(both[: len(x)] + both[len(x) :])
     model.train(was_training)
@@ -57,11 +58,11 @@ def embed_crops(
 class Validator:
     """Scores a backbone on a `ValidationSet` (see the module docstring)."""
 
-    def __init__(self, validation: ValidationSet, device: torch.device, mask_seed: int,
-                 channels_last: bool = False, masks: bool = True):
+    def __init__(self, validation: ValidationSet, policy: DevicePolicy, mask_seed: int,
+                 masks: bool = True):
         self.validation = validation
-        self.device = device
-        self.channels_last = channels_last and device.type == "cuda"
+        self.policy = policy
+        device = policy.device
         crops = torch.from_numpy(validation.images).permute(0, 3, 1, 2).contiguous()
         self.images = crops.to(device)
         self.masked = masked_copies(crops, mask_seed).to(device) if masks else None
@@ -72,33 +73,40 @@ class Validator:
         self.folds = np.arange(len(self.same)) % self.n_folds
 
     def embeddings(self, model) -> tuple[torch.Tensor, torch.Tensor | None]:
-        unmasked = embed_crops(model, self.images, self.device, self.channels_last)
+        unmasked = embed_crops(model, self.images, self.policy)
         masked = None
         if self.masked is not None:
-            masked = embed_crops(model, self.masked, self.device, self.channels_last)
+            masked = embed_crops(model, self.masked, self.policy)
         return unmasked, masked
 
-    def _accuracy(self, first: torch.Tensor, second: torch.Tensor) -> dict:
-        from fmr.eval.metrics import kfold_accuracy
+    def _metrics(self, gallery: torch.Tensor, probes: torch.Tensor, masked: bool) -> dict:
+        from fmr.eval.metrics import all_pair_scores, kfold_accuracy, tar_at_far
 
-        scores = (first[self.pairs[:, 0]] * second[self.pairs[:, 1]]).sum(1).cpu().numpy()
+        scores = (gallery[self.pairs[:, 0]] * probes[self.pairs[:, 1]]).sum(1).cpu().numpy()
         result = kfold_accuracy(scores, self.same, folds=self.folds)
         genuine = scores[self.same]
+        g = gallery.cpu().numpy()
+        all_genuine, all_impostor = all_pair_scores(
+            g, self.validation.labels, probe_embeddings=probes.cpu().numpy() if masked else None)
+        point = tar_at_far(all_genuine, all_impostor, [VAL_FAR])[0]
         return {
             "accuracy": result.mean,
             "accuracy_std": result.std,
+            "tar_at_far_1e-3": point.tar,
             "mean_genuine_angle_deg": float(np.degrees(np.arccos(np.clip(genuine, -1, 1))).mean()),
         }
 
     def evaluate(self, model) -> dict:
-        """{"unmasked": {...}, "masked": {...}, "score": mean accuracy} for model selection."""
+        """{"unmasked": {...}, "masked": {...}, "score": mean TAR at FAR 1e-3} for model
+        selection."""
         unmasked, masked = self.embeddings(model)
-        result = {"pairs": int(len(self.same)), "unmasked": self._accuracy(unmasked, unmasked)}
-        accuracies = [result["unmasked"]["accuracy"]]
+        result = {"pairs": int(len(self.same)),
+                  "unmasked": self._metrics(unmasked, unmasked, masked=False)}
+        rates = [result["unmasked"]["tar_at_far_1e-3"]]
         if masked is not None:
-            result["masked"] = self._accuracy(unmasked, masked)
-            accuracies.append(result["masked"]["accuracy"])
-        result["score"] = float(np.mean(accuracies))
+            result["masked"] = self._metrics(unmasked, masked, masked=True)
+            rates.append(result["masked"]["tar_at_far_1e-3"])
+        result["score"] = float(np.mean(rates))
         return result
 
     def calibration(self, model) -> dict:
