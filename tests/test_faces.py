@@ -184,6 +184,28 @@ def test_select_face_policies_on_synthetic_faces() -> None:
         select_face(faces, (300, 400, 3), "biggest")
 
 
+def test_select_face_ignores_unlikely_secondary_detections() -> None:
+    """One rule for secondary faces (fmr.faces.policy.likely_faces): a smaller detection MTCNN
+    is not sure of neither counts for require-one nor wins "center"."""
+
+    def face(x1, y1, x2, y2, score):
+        return Face(np.array([x1, y1, x2, y2], np.float32), score, np.zeros((5, 2), np.float32))
+
+    portrait, clutter = face(0, 0, 100, 100, 0.999), face(180, 130, 220, 170, 0.91)
+    assert select_face([portrait, clutter], (300, 400, 3), "require-one") is portrait
+    assert select_face([portrait, clutter], (300, 400, 3), "center") is portrait
+    sure = face(180, 130, 220, 170, 0.97)
+    assert select_face([portrait, sure], (300, 400, 3), "center") is sure
+    with pytest.raises(FaceError, match="two.jpg: 2 faces"):
+        select_face([portrait, clutter, sure], (300, 400, 3), "require-one", "two.jpg")
+
+
+def test_an_image_too_thin_for_a_face_says_so() -> None:
+    strip = np.random.default_rng(0).integers(0, 255, (10, 10_000, 3), dtype=np.uint8)
+    with pytest.raises(FaceError, match=r"strip.png: the image is 10000 x 10 pixels, too thin"):
+        find_face(strip, name="strip.png")
+
+
 def test_image_without_a_face_gives_no_face_error() -> None:
     with pytest.raises(FaceError, match="landscape.png: no face found"):
         find_face(_gradient(240, 320), name="landscape.png")
@@ -219,9 +241,11 @@ def test_every_person_photo_yields_one_aligned_face(photos_dir: Path) -> None:
 
 
 def test_multi_face_photos_follow_the_policy(photos_dir: Path) -> None:
+    from fmr.faces.policy import likely_faces
+
     for path in sorted((photos_dir / "multi").iterdir()):
         image = load_image(path)
-        faces = detect_faces(image)
+        faces, _ = likely_faces(detect_faces(image))
         assert len(faces) >= 2, path
         assert faces[0].area >= faces[1].area  # largest first
         np.testing.assert_array_equal(find_face(image, "largest").box, faces[0].box)
