@@ -118,6 +118,25 @@ def test_bad_files_raise_face_error_naming_the_file(
     assert name in str(info.value) and expected in str(info.value)
 
 
+def test_a_truncated_jpeg_or_png_is_refused_even_if_pillow_would_decode_part_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any library may switch on PIL.ImageFile.LOAD_TRUNCATED_IMAGES; a cut file still fails."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    for kind, suffix in (("JPEG", "jpg"), ("PNG", "png")):
+        buffer = io.BytesIO()
+        Image.fromarray(_gradient(200, 200)).save(buffer, kind)
+        whole = buffer.getvalue()
+        cut = tmp_path / f"cut.{suffix}"
+        cut.write_bytes(whole[: len(whole) * 3 // 4])
+        with pytest.raises(FaceError, match=rf"cut\.{suffix}: the image is truncated"):
+            load_image(cut)
+        # Bytes after the end marker (camera trailers) do not make a whole file "truncated".
+        assert load_image(whole + b"trailer", name=f"whole.{suffix}").shape == (200, 200, 3)
+
+
 def test_truncated_jpeg_raises_face_error(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     Image.fromarray(_gradient(200, 200)).save(buffer, "JPEG", quality=90)
@@ -305,6 +324,13 @@ def test_tight_face_crops_still_yield_a_face(photos_dir: Path) -> None:
 
     warped_eyes = transform_points(face.landmarks, alignment_matrix(face.landmarks))[:2]
     assert np.linalg.norm(faces112[0].landmarks[:2] - warped_eyes, axis=1).max() < 3
+
+    # A large tight crop is padded after downscaling (memory stays bounded) and the face it
+    # finds is mapped back to the crop's own pixels: the same place as on the 160 px copy.
+    tight1600 = cv2.resize(tight, (1600, 1600), interpolation=cv2.INTER_CUBIC)
+    faces1600 = detect_faces(tight1600)
+    assert faces1600 and faces1600[0].source == "mtcnn"
+    np.testing.assert_allclose(faces1600[0].landmarks / 10, faces160[0].landmarks, atol=3)
 
 
 def test_landmarks68_fall_on_the_face(photos_dir: Path) -> None:
