@@ -24,6 +24,18 @@ def likely_faces(faces: list[Face]) -> tuple[list[Face], int]:
     return kept, len(ordered) - len(kept)
 
 
+def too_thin_message(name: str, image_shape: tuple[int, ...]) -> str | None:
+    """Why an image with no face found cannot hold one (its shorter side is under
+    `MIN_FACE_PIXELS`), or None when it could."""
+    height, width = image_shape[:2]
+    if min(height, width) >= MIN_FACE_PIXELS:
+        return None
+    return (
+        f"{name}: the image is {width} x {height} pixels, too thin to hold a face (a face "
+        f"needs at least {MIN_FACE_PIXELS} pixels each way); use a photo of the face"
+    )
+
+
 def select_face(
     faces: list[Face], image_shape: tuple[int, ...], policy: str = "largest", name: str = "image"
 ) -> Face:
@@ -40,13 +52,9 @@ def select_face(
             f"unknown multi-face policy {policy!r}; choose one of {', '.join(MULTI_FACE_POLICIES)}"
         )
     if not faces:
-        height, width = image_shape[:2]
-        if min(height, width) < MIN_FACE_PIXELS:
-            raise FaceError(
-                f"{name}: the image is {width} x {height} pixels, too thin to hold a face "
-                f"(a face needs at least {MIN_FACE_PIXELS} pixels each way); use a photo of "
-                "the face"
-            )
+        thin = too_thin_message(name, image_shape)
+        if thin:
+            raise FaceError(thin)
         raise FaceError(
             f"{name}: no face found; use a photo where the face is visible and at least "
             f"{MIN_FACE_PIXELS} pixels wide (or pass --aligned for 112x112 aligned crops)"
