@@ -212,15 +212,19 @@ def masked_copy(image: np.ndarray, face: Face, choice: MaskChoice) -> tuple[np.n
     )
 
 
-@st.cache_data(max_entries=16, max_size=PHOTO_CACHE_SIZE, show_spinner=False)
-def _prepare(data: bytes, name: str, face_index: int, mask_key: tuple | None) -> PreparedFace:
-    photo = detect_photo(data, name)
+def _chosen_face(photo: DetectedPhoto, name: str, face_index: int) -> tuple[int, Face]:
     if not photo.faces:
         raise FaceError(no_face_message(name, photo.image.shape))
     index = min(face_index, len(photo.faces) - 1)
-    face = photo.faces[index]
-    if mask_key is None:
-        return PreparedFace(name, photo.image, face, index, len(photo.faces))
+    return index, photo.faces[index]
+
+
+# Only masked faces are cached here: an unmasked face is the detected photo itself, already
+# cached by detect_photo (caching it twice held every photo twice).
+@st.cache_data(max_entries=16, max_size=PHOTO_CACHE_SIZE, show_spinner=False)
+def _prepare_masked(data: bytes, name: str, face_index: int, mask_key: tuple) -> PreparedFace:
+    photo = detect_photo(data, name)
+    index, face = _chosen_face(photo, name, face_index)
     try:
         masked, info = masked_copy(photo.image, face, MaskChoice(*mask_key))
     except FaceError as exc:
@@ -232,7 +236,11 @@ def _prepare(data: bytes, name: str, face_index: int, mask_key: tuple | None) ->
 
 def prepare_face(photo: PhotoInput, face_index: int = 0, mask: MaskChoice | None = None):
     """The face to embed from `photo` (cached). Raises FaceError with a message for the page."""
-    return _prepare(photo.data, photo.name, face_index, None if mask is None else mask.key())
+    if mask is not None:
+        return _prepare_masked(photo.data, photo.name, face_index, mask.key())
+    detected = detect_photo(photo.data, photo.name)
+    index, face = _chosen_face(detected, photo.name, face_index)
+    return PreparedFace(photo.name, detected.image, face, index, len(detected.faces))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
