@@ -281,6 +281,14 @@ WATCH_BUSY = """() => {
 }""".replace("BUSY_TEXT", json.dumps(BUSY_TEXT))
 
 
+async def new_context(browser):
+    """A browser context whose every wait (uploads and clicks too, not only the explicit waits)
+    allows PAGE_TIMEOUT_MS: a busy server or client must not turn into a failed session."""
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    return context
+
+
 async def open_verify_page(context, url: str):
     page = await context.new_page()
     await page.add_init_script(f"({WATCH_BUSY})()")
@@ -364,13 +372,12 @@ async def _concurrent_round(url: str, n: int, supply: PhotoSupply, monitor: Moni
                                                    args=list(CHROMIUM_ARGS))
         try:
             # Warm-up: one untimed verification loads the models and the code paths.
-            warm = await browser.new_context(viewport={"width": 1400, "height": 1000})
+            warm = await new_context(browser)
             result = await verify_pair(await open_verify_page(warm, url), supply.next_pair())
             await warm.close()
             if not result.ok:
                 raise RuntimeError(f"the warm-up verification failed: {result.error}")
-            contexts = [await browser.new_context(viewport={"width": 1400, "height": 1000})
-                        for _ in range(n)]
+            contexts = [await new_context(browser) for _ in range(n)]
             pages = await asyncio.gather(*(open_verify_page(c, url) for c in contexts))
             pairs = [supply.next_pair() for _ in range(n)]
             rss_before = monitor.rss_kib
@@ -451,7 +458,7 @@ async def _soak(url: str, pairs: int, supply: PhotoSupply, monitor: Monitor,
         browser = await playwright.chromium.launch(executable_path=chromium_path(),
                                                    args=list(CHROMIUM_ARGS))
         try:
-            context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+            context = await new_context(browser)
             page = await open_verify_page(context, url)
             for index in range(pairs):
                 await clear_uploads(page)
