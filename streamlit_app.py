@@ -57,12 +57,12 @@ def home() -> None:
             if info.family not in loaded:
                 reason = next((m["reason"] for m in models.missing
                                if m["backbone"] == info.family), info.reason)
-                st.caption(reason)
+                st.caption(page.for_browser(reason))
                 continue
             card = info.card
             st.markdown(f"`{card.get('name', '')}` · {card.get('architecture', '')}, "
                         f"{card.get('embedding_size', '?')}-d embeddings")
-            st.markdown(f"**Trained on** {training_data(card)}")
+            st.markdown(f"**Trained on** {page.for_browser(training_data(card))}")
             measured = accuracy_lines(card)
             scores = evaluated.get(info.family)
             if scores is not None and not measured:  # the card's own record comes first

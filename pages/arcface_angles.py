@@ -24,10 +24,11 @@ st.caption(
 
 scores = load_scores()
 for problem in score_file_problems():
-    st.warning(problem, icon=":material/warning:")
+    st.warning(page.for_browser(problem), icon=":material/warning:")
 if not scores:
     st.info(
-        f"No evaluation scores in {scores_dir()}, so there is nothing to plot yet. Make them "
+        f"No evaluation scores in {page.for_browser(str(scores_dir()))}, so there is nothing "
+        "to plot yet. Make them "
         "with `fmr eval --backbone dlib --out runs/eval` (and again with --mask-second "
         "surgical), then `python -m fmr.app.eval_scores runs/eval`.",
         icon=":material/info:",
@@ -148,7 +149,7 @@ else:
             f"({conditions[0].label}): enough to measure a FAR of 1e-4, which the 1,500 listed "
             "different-person pairs cannot."
         )
-    st.caption(f"Scores: {data.source}.")
+    st.caption(page.for_browser(f"Scores: {data.source}."))
 
 st.subheader("The additive angular margin")
 text_col, plot_col = st.columns([2, 3], gap="large")

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import streamlit as st
 
-from fmr.app import charts, drawing, gallery, page, photos, samples
+from fmr.app import charts, drawing, gallery, jobs, page, photos, samples
 from fmr.app.models import FAMILY_TITLES, loaded_models, missing_note
 from fmr.errors import FmrError
 from fmr.masks import MASK_STYLES
@@ -23,7 +23,8 @@ people = samples.sample_people()
 choose_col, count_col, mask_col = st.columns([3, 1, 1])
 chosen = choose_col.multiselect(
     "Sample people", list(people), default=list(people)[:3], key="gallery_people",
-    help="Photos from the shared data folder." if people else samples.samples_note(),
+    help="Photos from the shared data folder." if people else page.for_browser(
+        samples.samples_note()),
 )
 per_person = count_col.slider("Photos per person", 1, 3, 2, key="gallery_per_person")
 style = mask_col.selectbox("Mask style", MASK_STYLES, key="gallery_mask")
@@ -48,37 +49,39 @@ if len(entries) < 2:
     st.info("Choose at least two photos (sample people or uploads).", icon=":material/group:")
     st.stop()
 
-models = loaded_models()
-note = missing_note(models.missing)
-if note:
-    st.info(note, icon=":material/info:")
+# Loading and embedding the gallery holds one of the server's face-work slots (fmr.app.jobs).
+with jobs.face_work():
+    models = loaded_models()
+    note = missing_note(models.missing)
+    if note:
+        st.info(note, icon=":material/info:")
 
-mask = photos.MaskChoice(style)
-faces: list[gallery.GalleryFace] = []
-vectors: dict[str, list[np.ndarray]] = {e.family: [] for e in models.embedders}
-problems = []
-progress = st.progress(0.0, text="Embedding the gallery...")
-counters: dict[str, int] = {}
-for step, (person, photo) in enumerate(entries, start=1):
-    counters[person] = counters.get(person, 0) + 1
-    name = f"{person} {counters[person]}"
-    try:
-        plain = photos.prepare_face(photo)
-        covered = photos.prepare_face(photo, 0, mask)
-    except FmrError as exc:
-        problems.append(str(exc))
-        continue
-    for prepared, is_masked in ((plain, None), (covered, mask)):
-        faces.append(gallery.GalleryFace(person, name, is_masked is not None,
-                                         drawing.face_closeup(prepared.image, prepared.face, 160)))
-        for embedder in models.embedders:
-            vectors[embedder.family].append(
-                photos.embed_prepared(embedder, photo, prepared, is_masked)
-            )
-    progress.progress(step / len(entries), text=f"Embedded {step} of {len(entries)} photos")
-progress.empty()
+    mask = photos.MaskChoice(style)
+    faces: list[gallery.GalleryFace] = []
+    vectors: dict[str, list[np.ndarray]] = {e.family: [] for e in models.embedders}
+    problems = []
+    progress = st.progress(0.0, text="Embedding the gallery...")
+    counters: dict[str, int] = {}
+    for step, (person, photo) in enumerate(entries, start=1):
+        counters[person] = counters.get(person, 0) + 1
+        name = f"{person} {counters[person]}"
+        try:
+            plain = photos.prepare_face(photo)
+            covered = photos.prepare_face(photo, 0, mask)
+        except FmrError as exc:
+            problems.append(str(exc))
+            continue
+        for prepared, is_masked in ((plain, None), (covered, mask)):
+            closeup = drawing.face_closeup(prepared.image, prepared.face, 160)
+            faces.append(gallery.GalleryFace(person, name, is_masked is not None, closeup))
+            for embedder in models.embedders:
+                vectors[embedder.family].append(
+                    photos.embed_prepared(embedder, photo, prepared, is_masked)
+                )
+        progress.progress(step / len(entries), text=f"Embedded {step} of {len(entries)} photos")
+    progress.empty()
 for problem in problems:
-    st.warning(f"Left out: {problem}", icon=":material/warning:")
+    st.warning(page.for_browser(f"Left out: {problem}"), icon=":material/warning:")
 if len(faces) < 4:
     st.info("Not enough faces to compare.", icon=":material/group:")
     st.stop()

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from fmr.app import drawing, page, photos, samples
+from fmr.app import drawing, jobs, page, photos, samples
 from fmr.errors import FmrError
 from fmr.masks import COLOURS, MASK_STYLES, PATTERNS, RENDERERS
 
@@ -30,7 +30,7 @@ with source_col:
             help="Used when nothing is uploaded.",
         )
     else:
-        st.caption(samples.samples_note())
+        st.caption(page.for_browser(samples.samples_note()))
     photo = photos.photo_input("studio", "Your photo", sample=sample)
 
 with options_col:
@@ -72,14 +72,16 @@ choice = photos.MaskChoice(
     int(seed),
 )
 try:
-    detected = photos.detect_photo(photo.data, photo.name)
-    if not detected.faces:
-        st.error(photos.no_face_message(photo.name), icon=":material/error:")
-        st.stop()
-    index = photos.face_picker(detected, "studio", "the photo")
-    face = detected.faces[index]
-    with st.spinner("Drawing the mask..."):
-        masked, info = photos.masked_photo(photo.data, photo.name, index, choice.key())
+    with jobs.face_work():  # one of the server's face-work slots (a line when it is busy)
+        detected = photos.detect_photo(photo.data, photo.name)
+        if not detected.faces:
+            st.error(photos.no_face_message(photo.name, detected.image.shape),
+                     icon=":material/error:")
+            st.stop()
+        index = photos.face_picker(detected, "studio", "the photo")
+        face = detected.faces[index]
+        with st.spinner("Drawing the mask..."):
+            masked, info = photos.masked_photo(photo.data, photo.name, index, choice.key())
 except FmrError as exc:
     page.show_error(exc)
     st.stop()
@@ -105,14 +107,15 @@ if st.toggle("Show every style on this face", key="studio_grid",
              help="Each style in its usual colours and patterns, with the coverage, renderer "
              "and seed chosen above."):
     grid = st.columns(len(MASK_STYLES))
-    for style_name, column in zip(MASK_STYLES, grid, strict=True):
-        try:
-            styled, _ = photos.masked_photo(
-                photo.data, photo.name, index,
-                (style_name, None, choice.coverage, None, choice.renderer, choice.seed),
-            )
-        except FmrError as exc:
-            column.warning(f"{style_name}: {exc}")
-            continue
-        column.image(drawing.face_closeup(styled, face, margin=0.3), caption=style_name,
-                     width="stretch")
+    with jobs.face_work():
+        for style_name, column in zip(MASK_STYLES, grid, strict=True):
+            try:
+                styled, _ = photos.masked_photo(
+                    photo.data, photo.name, index,
+                    (style_name, None, choice.coverage, None, choice.renderer, choice.seed),
+                )
+            except FmrError as exc:
+                column.warning(page.for_browser(f"{style_name}: {exc}"))
+                continue
+            column.image(drawing.face_closeup(styled, face, margin=0.3), caption=style_name,
+                         width="stretch")

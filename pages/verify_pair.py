@@ -1,8 +1,10 @@
 """Verify a pair: are the faces in two photos the same person, and how sure is each model?"""
 
+import contextlib
+
 import streamlit as st
 
-from fmr.app import charts, drawing, page, photos, samples
+from fmr.app import charts, drawing, jobs, page, photos, samples
 from fmr.app.models import FAMILY_TITLES, loaded_models, missing_note
 from fmr.errors import FmrError
 from fmr.faces import align_face
@@ -33,7 +35,7 @@ if pairs:
     )
 else:
     sample = None
-    st.caption(samples.samples_note())
+    st.caption(page.for_browser(samples.samples_note()))
 
 columns = st.columns(2, gap="large")
 inputs, masks, shown_in = {}, {}, {}
@@ -46,76 +48,84 @@ for side, column in zip("ab", columns, strict=True):
         shown_in[side] = st.container()  # the photo goes here, above its mask options
         masks[side] = photos.mask_controls(side, label)
 
-prepared = {}
-for side in "ab":
-    photo = inputs[side]
-    if photo is None:
-        continue
-    label = f"photo {side.upper()}"
-    with shown_in[side]:
-        try:
-            detected = photos.detect_photo(photo.data, photo.name)
-            if not detected.faces:
-                st.error(photos.no_face_message(photo.name), icon=":material/error:")
-                st.image(drawing.thumbnail(detected.image), width="stretch")
-                continue
-            index = photos.face_picker(detected, side, label)
-            face = photos.prepare_face(photo, index, masks[side])
-        except FmrError as exc:
-            page.show_error(exc)
+# Detection, masking and embedding hold one of the server's face-work slots: when several
+# visitors upload at once, the others wait in line and see their place in it (fmr.app.jobs).
+face_work = jobs.face_work() if any(inputs.values()) else contextlib.nullcontext()
+with face_work:
+    prepared = {}
+    for side in "ab":
+        photo = inputs[side]
+        if photo is None:
             continue
-        prepared[side] = face
-        shown, crop = st.columns([3, 1], vertical_alignment="bottom")
-        boxes = detected.faces if face.mask is None else [face.face]
-        picture = drawing.draw_faces(face.image, boxes, index if face.mask is None else 0)
-        found = f"{photo.name}: {face.faces_found} face{'s' * (face.faces_found != 1)} found"
-        if detected.hidden:
-            found += f" ({detected.hidden} unlikely detection{'s' * (detected.hidden > 1)} ignored)"
-        shown.image(picture, caption=found, width=drawing.width_for_height(picture, PHOTO_HEIGHT))
-        crop.image(align_face(face.image, face.face.landmarks), caption="aligned 112x112",
-                   width="stretch")
-        if face.mask is not None and not face.mask.get("redetected", True):
-            st.caption("The masked face was not found again by the detector, so the box of "
-                       "the unmasked face is used.")
+        label = f"photo {side.upper()}"
+        with shown_in[side]:
+            try:
+                detected = photos.detect_photo(photo.data, photo.name)
+                if not detected.faces:
+                    st.error(photos.no_face_message(photo.name, detected.image.shape),
+                             icon=":material/error:")
+                    st.image(drawing.thumbnail(detected.image), width="stretch")
+                    continue
+                index = photos.face_picker(detected, side, label)
+                face = photos.prepare_face(photo, index, masks[side])
+            except FmrError as exc:
+                page.show_error(exc)
+                continue
+            prepared[side] = face
+            shown, crop = st.columns([3, 1], vertical_alignment="bottom")
+            boxes = detected.faces if face.mask is None else [face.face]
+            picture = drawing.draw_faces(face.image, boxes, index if face.mask is None else 0)
+            found = f"{photo.name}: {face.faces_found} face{'s' * (face.faces_found != 1)} found"
+            if detected.hidden:
+                plural = "s" * (detected.hidden > 1)
+                found += f" ({detected.hidden} unlikely detection{plural} ignored)"
+            shown.image(picture, caption=found,
+                        width=drawing.width_for_height(picture, PHOTO_HEIGHT))
+            crop.image(align_face(face.image, face.face.landmarks), caption="aligned 112x112",
+                       width="stretch")
+            if face.mask is not None and not face.mask.get("redetected", True):
+                st.caption("The masked face was not found again by the detector, so the box of "
+                           "the unmasked face is used.")
 
-if len(prepared) < 2:
-    missing = [f"photo {s.upper()}" for s in "ab" if s not in prepared and inputs[s] is None]
-    if missing:
-        st.info(f"Add {' and '.join(missing)} to compare (upload, camera, or a sample pair).",
-                icon=":material/photo_camera:")
-    st.stop()
+    if len(prepared) < 2:
+        missing = [f"photo {s.upper()}" for s in "ab" if s not in prepared and inputs[s] is None]
+        if missing:
+            st.info(f"Add {' and '.join(missing)} to compare (upload, camera, or a sample pair).",
+                    icon=":material/photo_camera:")
+        st.stop()
 
-models = loaded_models()
-note = missing_note(models.missing)
-if note:
-    st.info(note, icon=":material/info:")
+    models = loaded_models()
+    note = missing_note(models.missing)
+    if note:
+        st.info(note, icon=":material/info:")
 
-st.subheader("Verdict")
-cards = st.columns(len(models.embedders), gap="medium")
-for embedder, column in zip(models.embedders, cards, strict=True):
-    emb_a = photos.embed_prepared(embedder, inputs["a"], prepared["a"], masks["a"])
-    emb_b = photos.embed_prepared(embedder, inputs["b"], prepared["b"], masks["b"])
-    result = compare(emb_a, emb_b, embedder)
-    with column.container(border=True):
-        title = FAMILY_TITLES.get(embedder.family, embedder.family)
-        st.markdown(f"**{title}** · `{embedder.name}`")
-        words = VERDICT_WORDS[result.verdict]
-        st.markdown(f"### :{VERDICT_COLOURS[result.verdict]}[{words}]")
-        left, right = st.columns(2)
-        left.metric("Similarity", f"{result.similarity:.3f}", help="cosine similarity, -1 to 1")
-        right.metric("Angle", f"{result.angle_deg:.1f}°", help="angle between the embeddings")
-        if result.threshold is not None:
-            st.caption(
-                f"Threshold {result.threshold:.3f} (FAR {result.threshold_far:.0e} on "
-                f"validation pairs); {result.explanation()}."
-            )
-            st.plotly_chart(
-                charts.score_position(embedder.calibration, result.similarity),
-                width="stretch",
-                key=f"position_{embedder.family}",
-            )
-        else:
-            st.caption(result.explanation())
+    st.subheader("Verdict")
+    cards = st.columns(len(models.embedders), gap="medium")
+    for embedder, column in zip(models.embedders, cards, strict=True):
+        emb_a = photos.embed_prepared(embedder, inputs["a"], prepared["a"], masks["a"])
+        emb_b = photos.embed_prepared(embedder, inputs["b"], prepared["b"], masks["b"])
+        result = compare(emb_a, emb_b, embedder)
+        with column.container(border=True):
+            title = FAMILY_TITLES.get(embedder.family, embedder.family)
+            st.markdown(f"**{title}** · `{embedder.name}`")
+            words = VERDICT_WORDS[result.verdict]
+            st.markdown(f"### :{VERDICT_COLOURS[result.verdict]}[{words}]")
+            left, right = st.columns(2)
+            left.metric("Similarity", f"{result.similarity:.3f}", help="cosine similarity, -1 to 1")
+            right.metric("Angle", f"{result.angle_deg:.1f}°", help="angle between the embeddings")
+            if result.threshold is not None:
+                st.caption(
+                    f"Threshold {result.threshold:.3f} (FAR {result.threshold_far:.0e} on "
+                    f"validation pairs); {result.explanation()}."
+                )
+                st.plotly_chart(
+                    charts.score_position(embedder.calibration, result.similarity),
+                    width="stretch",
+                    key=f"position_{embedder.family}",
+                )
+            else:
+                st.caption(result.explanation())
+
 
 st.subheader("Why this score?")
 st.caption(
@@ -132,7 +142,7 @@ family = explain_col.selectbox(
 )
 if explain_col.toggle("Show the occlusion maps", key="explain_on",
                       help="About 70 extra embeddings: a few seconds on a CPU."):
-    with st.spinner("Hiding one patch at a time..."):
+    with jobs.face_work(), st.spinner("Hiding one patch at a time..."):
         maps = photos.occlusion_maps(models.by_family(family), inputs, prepared, masks)
     st.plotly_chart(
         charts.occlusion([

@@ -4,6 +4,7 @@ is absent; everything else runs everywhere."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,14 @@ def celeba_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Put back `sys.modules["__main__"]` after each test: streamlit's AppTest leaves the page it
+    ran there, and a later test that spawns processes (torch.multiprocessing, start method
+    "spawn") would make every child run that page as its main module."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main

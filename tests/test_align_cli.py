@@ -145,3 +145,15 @@ def test_align_real_photos_with_workers(photos_dir: Path, tmp_path: Path) -> Non
     )
     for row in manifest_rows(strict):
         assert row["status"] == "failed" and "faces found but exactly one" in row["reason"]
+
+
+def test_require_one_ignores_unlikely_background_detections(photos_dir: Path, tmp_path: Path):
+    """obama.jpg has one face and one low-score detection in the background: under the one rule
+    for secondary faces (fmr.faces.policy.likely_faces) it is a one-face photo."""
+    out = tmp_path / "out"
+    assert main(["align", str(photos_dir / "obama" / "obama.jpg"), "--out", str(out), "--quiet",
+                 "--multi-face", "require-one"]) == 0
+    (row,) = manifest_rows(out)
+    assert row["status"] == "ok", row["reason"]
+    assert float(row["score"]) > 0.99
+    assert Image.open(out / row["output"]).size == (112, 112)

@@ -118,6 +118,25 @@ def test_bad_files_raise_face_error_naming_the_file(
     assert name in str(info.value) and expected in str(info.value)
 
 
+def test_a_truncated_jpeg_or_png_is_refused_even_if_pillow_would_decode_part_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any library may switch on PIL.ImageFile.LOAD_TRUNCATED_IMAGES; a cut file still fails."""
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    for kind, suffix in (("JPEG", "jpg"), ("PNG", "png")):
+        buffer = io.BytesIO()
+        Image.fromarray(_gradient(200, 200)).save(buffer, kind)
+        whole = buffer.getvalue()
+        cut = tmp_path / f"cut.{suffix}"
+        cut.write_bytes(whole[: len(whole) * 3 // 4])
+        with pytest.raises(FaceError, match=rf"cut\.{suffix}: the image is truncated"):
+            load_image(cut)
+        # Bytes after the end marker (camera trailers) do not make a whole file "truncated".
+        assert load_image(whole + b"trailer", name=f"whole.{suffix}").shape == (200, 200, 3)
+
+
 def test_truncated_jpeg_raises_face_error(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     Image.fromarray(_gradient(200, 200)).save(buffer, "JPEG", quality=90)
@@ -184,6 +203,28 @@ def test_select_face_policies_on_synthetic_faces() -> None:
         select_face(faces, (300, 400, 3), "biggest")
 
 
+def test_select_face_ignores_unlikely_secondary_detections() -> None:
+    """One rule for secondary faces (fmr.faces.policy.likely_faces): a smaller detection MTCNN
+    is not sure of neither counts for require-one nor wins "center"."""
+
+    def face(x1, y1, x2, y2, score):
+        return Face(np.array([x1, y1, x2, y2], np.float32), score, np.zeros((5, 2), np.float32))
+
+    portrait, clutter = face(0, 0, 100, 100, 0.999), face(180, 130, 220, 170, 0.91)
+    assert select_face([portrait, clutter], (300, 400, 3), "require-one") is portrait
+    assert select_face([portrait, clutter], (300, 400, 3), "center") is portrait
+    sure = face(180, 130, 220, 170, 0.97)
+    assert select_face([portrait, sure], (300, 400, 3), "center") is sure
+    with pytest.raises(FaceError, match="two.jpg: 2 faces"):
+        select_face([portrait, clutter, sure], (300, 400, 3), "require-one", "two.jpg")
+
+
+def test_an_image_too_thin_for_a_face_says_so() -> None:
+    strip = np.random.default_rng(0).integers(0, 255, (10, 10_000, 3), dtype=np.uint8)
+    with pytest.raises(FaceError, match=r"strip.png: the image is 10000 x 10 pixels, too thin"):
+        find_face(strip, name="strip.png")
+
+
 def test_image_without_a_face_gives_no_face_error() -> None:
     with pytest.raises(FaceError, match="landscape.png: no face found"):
         find_face(_gradient(240, 320), name="landscape.png")
@@ -219,9 +260,11 @@ def test_every_person_photo_yields_one_aligned_face(photos_dir: Path) -> None:
 
 
 def test_multi_face_photos_follow_the_policy(photos_dir: Path) -> None:
+    from fmr.faces.policy import likely_faces
+
     for path in sorted((photos_dir / "multi").iterdir()):
         image = load_image(path)
-        faces = detect_faces(image)
+        faces, _ = likely_faces(detect_faces(image))
         assert len(faces) >= 2, path
         assert faces[0].area >= faces[1].area  # largest first
         np.testing.assert_array_equal(find_face(image, "largest").box, faces[0].box)
@@ -281,6 +324,13 @@ def test_tight_face_crops_still_yield_a_face(photos_dir: Path) -> None:
 
     warped_eyes = transform_points(face.landmarks, alignment_matrix(face.landmarks))[:2]
     assert np.linalg.norm(faces112[0].landmarks[:2] - warped_eyes, axis=1).max() < 3
+
+    # A large tight crop is padded after downscaling (memory stays bounded) and the face it
+    # finds is mapped back to the crop's own pixels: the same place as on the 160 px copy.
+    tight1600 = cv2.resize(tight, (1600, 1600), interpolation=cv2.INTER_CUBIC)
+    faces1600 = detect_faces(tight1600)
+    assert faces1600 and faces1600[0].source == "mtcnn"
+    np.testing.assert_allclose(faces1600[0].landmarks / 10, faces160[0].landmarks, atol=3)
 
 
 def test_landmarks68_fall_on_the_face(photos_dir: Path) -> None:

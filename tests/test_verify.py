@@ -109,6 +109,20 @@ def test_verify_all_reports_missing_families(capsys, lfw_faces, tmp_path, monkey
     assert "python train.py --backbone iresnet18" in missing["iresnet"]
 
 
+def test_verify_require_one_ignores_an_unlikely_background_detection(capsys, photos_dir):
+    """obama.jpg shows one face plus a low-score MTCNN detection in the background; the one rule
+    for secondary faces (likely_faces) applies in verify too, so require-one gives a verdict."""
+    code, out, err = run_cli(
+        capsys, "verify", str(photos_dir / "obama" / "obama.jpg"),
+        str(photos_dir / "obama" / "obama2.jpg"), "--multi-face", "require-one",
+        "--backbone", "dlib", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["a"]["faces_found"] == 1 and result["a"]["unlikely_ignored"] == 1
+    assert result["results"][0]["verdict"] == "same"
+
+
 # ----------------------------------------------------------------------------- bad inputs
 def _one_line_error(code: int, out: str, err: str, *needles: str) -> None:
     assert code == 2

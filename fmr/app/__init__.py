@@ -9,7 +9,10 @@ Pages stay thin: they read widgets, call `fmr`, and draw. What several pages sha
 - `fmr.app.charts`: plotly figure builders.
 - `fmr.app.eval_scores`: the evaluation-pair score files in `assets/eval_scores/` (and the
   command that builds them from `fmr eval --out DIR`).
-- `fmr.app.page`: page set-up (title, layout) common to every page.
+- `fmr.app.page`: page set-up (title, layout) common to every page, and `for_browser`, which
+  takes the server's absolute paths out of messages.
+- `fmr.app.jobs`: the face-work line: at most FMR_APP_JOBS visitors' detection and embedding at
+  once, the others told their place in line.
 
 Nothing here is needed to use fmr as a library; only the app imports it.
 """

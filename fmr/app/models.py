@@ -117,7 +117,10 @@ def _warm_up(embedders: list[Embedder]) -> None:
             embedder.embed_aligned(np.full((1, 112, 112, 3), 127, np.uint8))
 
 
-@st.cache_resource(show_spinner="Loading the face models (once per server start)...")
+# One entry: when a checkpoint changes, the models loaded for the old one are let go instead of
+# staying in memory beside the new ones.
+@st.cache_resource(max_entries=1,
+                   show_spinner="Loading the face models (once per server start)...")
 def _load_models(signature: tuple) -> LoadedModels:
     from fmr.verify import load_backbone
 
@@ -140,11 +143,15 @@ def loaded_models() -> LoadedModels:
 
 
 def missing_note(missing: list[dict]) -> str | None:
-    """One markdown paragraph saying which backbones are missing and how to get them."""
+    """One markdown paragraph saying which backbones are missing and how to get them (without
+    the server's paths: `fmr.app.page.for_browser`)."""
+    from fmr.app.page import for_browser
+
     if not missing:
         return None
     lines = [
-        f"- **{FAMILY_TITLES.get(m['backbone'], m['backbone'])}** is not loaded: {m['reason']}"
+        f"- **{FAMILY_TITLES.get(m['backbone'], m['backbone'])}** is not loaded: "
+        f"{for_browser(m['reason'])}"
         for m in missing
     ]
     return "Not every backbone is available, so results show only the others.\n\n" + "\n".join(

@@ -18,7 +18,12 @@ import streamlit as st
 from fmr.errors import FaceError
 from fmr.faces.detect import Face
 
-ACCEPTED_TYPES = ["jpg", "jpeg", "png", "webp"]
+# Everything fmr.faces.load_image reads (an animated GIF gives its first frame).
+ACCEPTED_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
+# Cached decoded photos are bounded by size as well as by count: one 40-megapixel upload
+# decodes to 120 MB, so 16 of them would otherwise hold 2 GB (server.maxCacheDataSize in
+# .streamlit/config.toml bounds all caches together).
+PHOTO_CACHE_SIZE = "256MiB"
 DEFAULT_COLOUR = "the style's usual"
 # Occlusion squares every 1/6 of the crop: 6 x 6 positions per face, a few seconds on a CPU.
 OCCLUSION_STRIDE = 1 / 6
@@ -52,7 +57,8 @@ def photo_input(
         label,
         type=ACCEPTED_TYPES,
         key=f"upload_{side}",
-        help="JPEG, PNG or WebP. The photo stays on this server, in memory only.",
+        help="JPEG, PNG, WebP, GIF, BMP or TIFF. The photo stays in this server's memory "
+        "only: it is never written to disk.",
     )
     shot = None
     if camera and st.toggle("Use the camera", key=f"camera_on_{side}"):
@@ -77,7 +83,7 @@ class DetectedPhoto:
     hidden: int = 0
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_data(max_entries=16, max_size=PHOTO_CACHE_SIZE, show_spinner=False)
 def detect_photo(data: bytes, name: str) -> DetectedPhoto:
     """Decode and detect (cached per photo). Raises FaceError with a message naming `name` for
     unreadable, truncated or oversized files."""
@@ -89,7 +95,13 @@ def detect_photo(data: bytes, name: str) -> DetectedPhoto:
     return DetectedPhoto(name, image, faces, hidden)
 
 
-def no_face_message(name: str) -> str:
+def no_face_message(name: str, image_shape: tuple[int, ...] | None = None) -> str:
+    """What the page says when no face was found in a photo of `image_shape`."""
+    from fmr.faces.policy import too_thin_message
+
+    thin = too_thin_message(name, image_shape) if image_shape is not None else None
+    if thin:
+        return f"{thin}."
     return (
         f"{name}: no face found. Use a photo where the face is visible, roughly frontal and "
         "at least 20 pixels wide."
@@ -151,7 +163,7 @@ def mask_controls(side: str, label: str) -> MaskChoice | None:
     return MaskChoice(style, None if colour == DEFAULT_COLOUR else colour, float(coverage))
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
+@st.cache_data(max_entries=16, max_size=PHOTO_CACHE_SIZE, show_spinner=False)
 def masked_photo(data: bytes, name: str, face_index: int, mask_key: tuple):
     """`masked_copy` of face `face_index` of a photo (cached per photo, face and options)."""
     photo = detect_photo(data, name)
@@ -200,15 +212,19 @@ def masked_copy(image: np.ndarray, face: Face, choice: MaskChoice) -> tuple[np.n
     )
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def _prepare(data: bytes, name: str, face_index: int, mask_key: tuple | None) -> PreparedFace:
-    photo = detect_photo(data, name)
+def _chosen_face(photo: DetectedPhoto, name: str, face_index: int) -> tuple[int, Face]:
     if not photo.faces:
-        raise FaceError(no_face_message(name))
+        raise FaceError(no_face_message(name, photo.image.shape))
     index = min(face_index, len(photo.faces) - 1)
-    face = photo.faces[index]
-    if mask_key is None:
-        return PreparedFace(name, photo.image, face, index, len(photo.faces))
+    return index, photo.faces[index]
+
+
+# Only masked faces are cached here: an unmasked face is the detected photo itself, already
+# cached by detect_photo (caching it twice held every photo twice).
+@st.cache_data(max_entries=16, max_size=PHOTO_CACHE_SIZE, show_spinner=False)
+def _prepare_masked(data: bytes, name: str, face_index: int, mask_key: tuple) -> PreparedFace:
+    photo = detect_photo(data, name)
+    index, face = _chosen_face(photo, name, face_index)
     try:
         masked, info = masked_copy(photo.image, face, MaskChoice(*mask_key))
     except FaceError as exc:
@@ -220,7 +236,11 @@ def _prepare(data: bytes, name: str, face_index: int, mask_key: tuple | None) ->
 
 def prepare_face(photo: PhotoInput, face_index: int = 0, mask: MaskChoice | None = None):
     """The face to embed from `photo` (cached). Raises FaceError with a message for the page."""
-    return _prepare(photo.data, photo.name, face_index, None if mask is None else mask.key())
+    if mask is not None:
+        return _prepare_masked(photo.data, photo.name, face_index, mask.key())
+    detected = detect_photo(photo.data, photo.name)
+    index, face = _chosen_face(detected, photo.name, face_index)
+    return PreparedFace(photo.name, detected.image, face, index, len(detected.faces))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -252,7 +272,7 @@ def _model_key(embedder) -> str:
     )
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
+@st.cache_data(max_entries=8, max_size="64MiB", show_spinner=False)
 def _occlusion(_embedder, model_key: str, key_a: tuple, key_b: tuple, _a: PreparedFace,
                _b: PreparedFace):
     from fmr.explain import explain_pair, model_view

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from fmr.settings import REPO_ROOT
@@ -59,20 +60,31 @@ def _healthy(url: str) -> bool:
 
 
 # `python -c` prelude for a server that ignores checkpoints trained under runs/ (it sees
-# only those that ship, as a fresh clone does; messages still name runs/), then Streamlit's
-# command line.
+# only those that ship, as a fresh clone does; messages still name runs/).
 _HIDE_RUNS = """
-import pathlib, sys
+import pathlib
 import fmr.verify.lookup as lookup
 class NoRuns(type(pathlib.Path())):
     def glob(self, pattern, **kwargs):
         return iter(())
 runs = NoRuns(lookup.runs_dir())
 lookup.runs_dir = lambda: runs
+"""
+# After any prelude: Streamlit's own command line.
+_STREAMLIT_MAIN = """
+import sys
 from streamlit.web.cli import main
 sys.argv[0] = "streamlit"
 sys.exit(main())
 """
+
+
+@dataclass(frozen=True)
+class AppServer:
+    """A running `streamlit run`: its URL and process (for its memory, say)."""
+
+    url: str
+    process: subprocess.Popen
 
 
 @contextlib.contextmanager
@@ -91,9 +103,28 @@ def running_app(
     trained under runs/ (only those that ship in checkpoints/ load, as in a fresh clone).
     The server's output goes to `log_path`. The server is stopped on exit.
     """
+    with app_server(script, port=port, env=env, hide_runs=hide_runs, log_path=log_path,
+                    timeout=timeout) as server:
+        yield server.url
+
+
+@contextlib.contextmanager
+def app_server(
+    script: str = "streamlit_app.py",
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    hide_runs: bool = False,
+    prelude: str = "",
+    log_path: Path | None = None,
+    timeout: float = 90.0,
+) -> Iterator[AppServer]:
+    """`running_app`, yielding the URL and the server process; `prelude` is Python run in the
+    server before Streamlit starts (benchmarks use it to count model loads)."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    launcher = [sys.executable, "-c", _HIDE_RUNS] if hide_runs else [
+    code = (_HIDE_RUNS if hide_runs else "") + prelude
+    launcher = [sys.executable, "-c", code + _STREAMLIT_MAIN] if code else [
         sys.executable, "-m", "streamlit"]
     command = [
         *launcher, "run", script,
@@ -115,7 +146,7 @@ def running_app(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"streamlit did not answer on {url} within {timeout:.0f} s")
             time.sleep(0.25)
-        yield url
+        yield AppServer(url, process)
     finally:
         process.terminate()
         try:

@@ -67,9 +67,12 @@ def _face_line(label: str, side: dict) -> str:
     box = side["face"]["box"]
     width, height = side["size"]
     mask = f", masked: {side['mask'].get('style')}" if side.get("mask") else ""
+    ignored = side.get("unlikely_ignored", 0)
+    ignored = f" ({ignored} unlikely detection(s) ignored)" if ignored else ""
     return (
-        f"{label}: {side['input']} ({width}x{height}; {side['faces_found']} face(s) found, "
-        f"using the one at x={box[0]:.0f} y={box[1]:.0f}, {box[2] - box[0]:.0f} px wide{mask})"
+        f"{label}: {side['input']} ({width}x{height}; {side['faces_found']} face(s) found"
+        f"{ignored}, using the one at x={box[0]:.0f} y={box[1]:.0f}, {box[2] - box[0]:.0f} px "
+        f"wide{mask})"
     )
 
 

@@ -74,6 +74,28 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
 
 
+# The end markers of a complete file: a JPEG's last scan ends with EOI; a PNG ends with IEND
+# (a fixed chunk, CRC included).
+JPEG_START_OF_SCAN, JPEG_END = b"\xff\xda", b"\xff\xd9"
+PNG_END = b"IEND\xaeB`\x82"
+
+
+def _cut_short(data: bytes, image_format: str | None) -> bool:
+    """True when a JPEG or PNG lacks its end marker: the file was cut off.
+
+    Pillow refuses such files itself unless `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` was switched
+    on (by any library in the process), in which case it would return the part that decodes
+    with the rest grey. This check does not depend on that global flag.
+    """
+    if image_format in ("JPEG", "MPO"):
+        # Entropy-coded data never holds FF D9 or FF DA (0xFF is stuffed), so the last end of
+        # image must come after the last start of scan; an EXIF thumbnail's EOI comes before.
+        return data.rfind(JPEG_END) < data.rfind(JPEG_START_OF_SCAN)
+    if image_format == "PNG":
+        return PNG_END not in data
+    return False
+
+
 def load_image(
     source: ImageSource,
     *,
@@ -115,6 +137,11 @@ def load_image(
             if width == 0 or height == 0:
                 raise FaceError(f"{label}: the image has no pixels ({width} x {height})")
             image.load()
+            if _cut_short(data, image.format):
+                raise FaceError(
+                    f"{label}: the image is truncated (the file ends before the picture does); "
+                    "download or export it again"
+                )
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
     except FaceError:

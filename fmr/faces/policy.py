@@ -9,8 +9,11 @@ from fmr.faces.detect import Face, detect_faces
 
 MULTI_FACE_POLICIES = ("largest", "center", "require-one")
 # Faces besides the largest count as faces only when MTCNN is this sure: its false detections
-# in clutter score lower. Used where every face of a photo is shown or masked.
+# in clutter score lower. One rule everywhere: `select_face` (so verify, align, embed, eval and
+# prepare), fmr mask and the app all count and choose among `likely_faces` only.
 SECONDARY_MIN_SCORE = 0.95
+# The smallest face the detector looks for by default (pixels); a thinner image cannot hold one.
+MIN_FACE_PIXELS = 20
 
 
 def likely_faces(faces: list[Face]) -> tuple[list[Face], int]:
@@ -21,10 +24,24 @@ def likely_faces(faces: list[Face]) -> tuple[list[Face], int]:
     return kept, len(ordered) - len(kept)
 
 
+def too_thin_message(name: str, image_shape: tuple[int, ...]) -> str | None:
+    """Why an image with no face found cannot hold one (its shorter side is under
+    `MIN_FACE_PIXELS`), or None when it could."""
+    height, width = image_shape[:2]
+    if min(height, width) >= MIN_FACE_PIXELS:
+        return None
+    return (
+        f"{name}: the image is {width} x {height} pixels, too thin to hold a face (a face "
+        f"needs at least {MIN_FACE_PIXELS} pixels each way); use a photo of the face"
+    )
+
+
 def select_face(
     faces: list[Face], image_shape: tuple[int, ...], policy: str = "largest", name: str = "image"
 ) -> Face:
-    """Pick one face by `policy`.
+    """Pick one face by `policy`, among the likely faces (`likely_faces`: the largest detection
+    and the others MTCNN is sure of), so a false detection in the background neither becomes
+    "the centre face" nor makes require-one refuse a portrait.
 
     largest: the face with the biggest box (the default). center: the face whose box centre is
     nearest the image centre. require-one: the only face, or an error when there are several.
@@ -35,10 +52,14 @@ def select_face(
             f"unknown multi-face policy {policy!r}; choose one of {', '.join(MULTI_FACE_POLICIES)}"
         )
     if not faces:
+        thin = too_thin_message(name, image_shape)
+        if thin:
+            raise FaceError(thin)
         raise FaceError(
             f"{name}: no face found; use a photo where the face is visible and at least "
-            "20 pixels wide (or pass --aligned for 112x112 aligned crops)"
+            f"{MIN_FACE_PIXELS} pixels wide (or pass --aligned for 112x112 aligned crops)"
         )
+    faces, _ = likely_faces(faces)
     if policy == "largest":
         return max(faces, key=lambda f: f.area)
     if policy == "center":

@@ -12,6 +12,7 @@ No flip averaging: the reference is dlib's model exactly as it ships.
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,9 @@ MODEL_FILE = "dlib_face_recognition_resnet_model_v1.dat"
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
 EMBEDDING_SIZE = 128
+# dlib's network object keeps its layer outputs between calls, so one forward at a time (the
+# app's sessions run in several threads; costs nothing in a single-threaded command).
+_FORWARD_LOCK = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
@@ -69,7 +73,8 @@ class DlibReference:
         chips = [np.ascontiguousarray(c, dtype=np.uint8) for c in chips]
         if not chips:
             return np.zeros((0, EMBEDDING_SIZE), np.float32)
-        vectors = np.asarray(self._model.compute_face_descriptor(chips), dtype=np.float32)
+        with _FORWARD_LOCK:
+            vectors = np.asarray(self._model.compute_face_descriptor(chips), dtype=np.float32)
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
     def embed(self, image: np.ndarray, face: Face) -> np.ndarray:

@@ -8,6 +8,7 @@ and the dlib reference.
 from __future__ import annotations
 
 import functools
+import threading
 import types
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -219,11 +220,39 @@ def _default_dlib_card() -> dict:
     }
 
 
-@functools.lru_cache(maxsize=8)
-def _load_torch(path: str, mtime: float) -> TorchEmbedder:
-    from fmr.checkpoints import load_checkpoint
+class _LoadedTorchModels:
+    """Loaded checkpoints, one per file: a file rewritten since (a newer mtime) is loaded again
+    and its old model let go, so a long-running app whose checkpoint a training run keeps
+    rewriting holds one copy, not one per version. At most `max_files` files stay loaded."""
 
-    return TorchEmbedder(load_checkpoint(path))
+    def __init__(self, max_files: int = 8) -> None:
+        self.max_files = max_files
+        self._models: dict[str, tuple[float, TorchEmbedder]] = {}
+        self._lock = threading.Lock()  # app sessions load from several threads
+
+    def get(self, path: str, mtime: float) -> TorchEmbedder:
+        with self._lock:
+            found = self._models.get(path)
+            if found is not None and found[0] == mtime:
+                return found[1]
+            from fmr.checkpoints import load_checkpoint
+
+            embedder = TorchEmbedder(load_checkpoint(path))
+            self._models.pop(path, None)
+            self._models[path] = (mtime, embedder)  # newest last
+            while len(self._models) > self.max_files:
+                self._models.pop(next(iter(self._models)))
+            return embedder
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+_load_torch = _LoadedTorchModels()
 
 
 @functools.lru_cache(maxsize=2)
@@ -246,7 +275,7 @@ def load_backbone(family_or_path: str | Path) -> Embedder:
     path = path.resolve()
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder; pass the checkpoint file inside it")
-    return _load_torch(str(path), path.stat().st_mtime)
+    return _load_torch.get(str(path), path.stat().st_mtime)
 
 
 def save_card_fields(spec: str | Path, **fields) -> Path:

@@ -11,7 +11,7 @@ import numpy as np
 from fmr.errors import CheckpointError, FaceError, FmrError
 from fmr.faces.detect import Face, detect_faces
 from fmr.faces.io import load_image, source_name
-from fmr.faces.policy import select_face
+from fmr.faces.policy import likely_faces, select_face
 from fmr.verify.compare import compare
 from fmr.verify.embedder import Embedder, load_backbone
 from fmr.verify.lookup import FAMILIES, missing_reason
@@ -23,13 +23,16 @@ REDETECT_MIN_IOU = 0.3
 @dataclass
 class PreparedFace:
     """A face ready to embed. image: the photo as embedded (masked when a mask was asked for),
-    RGB uint8; face: where the face is in it; mask: the mask's description or None."""
+    RGB uint8; face: where the face is in it; faces_found: the likely faces in the photo
+    (`fmr.faces.policy.likely_faces`); unlikely_ignored: detections that did not look like
+    faces; mask: the mask's description or None."""
 
     name: str
     image: np.ndarray
     face: Face
     faces_found: int
     mask: dict | None = None
+    unlikely_ignored: int = 0
 
     def to_dict(self) -> dict:
         height, width = self.image.shape[:2]
@@ -37,6 +40,7 @@ class PreparedFace:
             "input": self.name,
             "size": [int(width), int(height)],
             "faces_found": self.faces_found,
+            "unlikely_ignored": self.unlikely_ignored,
             "face": self.face.to_dict(),
             "mask": self.mask,
         }
@@ -114,6 +118,7 @@ def prepare_face(
         image = load_image(source, name=label)
     faces = detect_faces(image, min_face_size=min_face_size)
     face = select_face(faces, image.shape, policy, label)
+    likely, ignored = likely_faces(faces)
     info = None
     if mask:
         image, face, info = mask_and_redetect(
@@ -125,7 +130,7 @@ def prepare_face(
             min_face_size=min_face_size,
             name=label,
         )
-    return PreparedFace(label, image, face, len(faces), info)
+    return PreparedFace(label, image, face, len(likely), info, ignored)
 
 
 def resolve_backbones(backbones) -> tuple[list[Embedder], list[dict]]:
