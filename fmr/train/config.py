@@ -70,6 +70,11 @@ class TrainConfig:
         "network (run in torch) on the very view the student sees, mask left out (needs a pack "
         "made with `fmr prepare --canvases`) (default {default})", "distillation",
         choices=DISTILL_TARGETS)
+    distill_center: bool = setting(
+        True, "subtract the teacher's mean descriptor over the training images before "
+        "comparing (dlib's descriptors share one direction that holds 91%% of their length: "
+        "without centring, matching that direction is most of the loss and the student learns "
+        "little about who is who) (default on)", "distillation")
     optimizer: str = setting("sgd", "SGD with momentum, or AdamW (default {default})",
                              "optimisation", choices=OPTIMIZERS)
     epochs: int = setting(40, "epochs (default {default}; with --time-budget, the most)",

@@ -359,6 +359,9 @@ class Training:
             from fmr.train.teacher import OnlineTeacher
 
             self.teacher = OnlineTeacher(self.policy)
+        self.teacher_mean = None
+        if data.use_teacher and config.distill_center:
+            self.teacher_mean = self.mean_descriptor()
         teacher_dim = None
         if data.use_teacher:
             teacher_dim = (self.teacher.dimension if data.online
@@ -396,6 +399,34 @@ class Training:
         self.epoch_sums = torch.zeros(len(STAT_NAMES), device=ctx.device)
         self.epoch_started = (time.monotonic(), self.progress.step)
         self.session_started = (time.monotonic(), self.progress.train_seconds)
+
+    def mean_descriptor(self) -> torch.Tensor:
+        """The teacher's mean descriptor over the training images (for `--distill-center`):
+        from the pack's stored descriptors, or else from the online teacher on the unaugmented
+        views of up to 2,048 images."""
+        dataset = self.data.dataset
+        if dataset.teacher is not None:
+            stored = dataset.teacher.astype(np.float32)
+            stored = stored[np.isfinite(stored).all(axis=1)]
+            mean = torch.from_numpy(stored.mean(axis=0))
+        else:
+            from fmr.train.views import CHIP_SIZE, chip_to_canvas, cut, identity_views
+
+            rows = np.linspace(0, len(dataset) - 1, min(len(dataset), 2048)).astype(int)
+            total = None
+            for start in range(0, len(rows), 64):
+                part = rows[start : start + 64]
+                canvases = torch.from_numpy(np.stack(
+                    [dataset.canvases.decode(i) for i in part])).permute(0, 3, 1, 2).float()
+                views = identity_views(len(part))
+                chips = torch.from_numpy(dataset.canvases.chips[part])
+                described = self.teacher.describe(cut(
+                    canvases.to(self.ctx.device),
+                    chip_to_canvas(views, chips, WIDE_CANVAS).to(self.ctx.device),
+                    CHIP_SIZE)).sum(0)
+                total = described if total is None else total + described
+            mean = total.cpu() / len(rows)
+        return mean.to(self.ctx.device)
 
     # ---- resume
 
@@ -446,6 +477,8 @@ class Training:
             images = augment_batch(batch.images, self.augment, self.generator,
                                    channels_last=channels_last,
                                    canvas=WIDE_CANVAS if self.data.canvases else CROP_CANVAS)
+        if targets is not None and self.teacher_mean is not None:
+            targets = F.normalize(targets - self.teacher_mean, dim=1)
         with_accuracy = (progress.step + 1) % config.log_every == 0
         with self.policy.autocast():
             loss, stats = self.model(images, labels, targets, has_targets,
