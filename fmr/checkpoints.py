@@ -52,7 +52,9 @@ class ModelCard:
 
     training: data, loss, schedule... as the training run recorded them.
     metrics: evaluation results (e.g. {"lfw_masked": {"accuracy": ...}}).
-    calibration: verification thresholds (cosine and angle) and the FAR they were set at.
+    calibration: verification thresholds (cosine and angle) and the FAR they were set at, for
+    pairs of unmasked photos. calibration_masked: the same for a masked photo against an
+    unmasked one ({} when not measured).
     storage: how the weights file stores them: fp32 | fp16 | int8 (per-output-channel scale).
     """
 
@@ -66,6 +68,7 @@ class ModelCard:
     training: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
+    calibration_masked: dict = field(default_factory=dict)
     notes: str = ""
     licence: str = ""
     created: str = ""
@@ -86,7 +89,8 @@ class ModelCard:
             raise ValueError(f"the model card lacks {', '.join(missing)}")
         values = {key: value for key, value in data.items() if key in known}
         for key, value in values.items():
-            expected = {"training": dict, "metrics": dict, "calibration": dict}.get(key)
+            expected = {"training": dict, "metrics": dict, "calibration": dict,
+                        "calibration_masked": dict}.get(key)
             if expected is None:
                 expected = int if key in ("embedding_size", "input_size") else str
             if not isinstance(value, expected) or isinstance(value, bool):

@@ -24,7 +24,7 @@ if [[ ${1:-} == --smoke ]]; then smoke=1; fi
 if [[ -z ${PYTHON:-} ]]; then
   if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-CONFIGS=${CONFIGS:-"configs/shipped-iresnet.toml configs/shipped-ressanet.toml"}
+CONFIGS=${CONFIGS:-"configs/gpu-iresnet.toml configs/gpu-ressanet.toml"}
 if [[ ${ABLATION:-0} == 1 ]]; then
   CONFIGS="$CONFIGS configs/ablation-iresnet-arcface.toml configs/ablation-iresnet-masks.toml"
 fi

@@ -98,6 +98,7 @@ def pack(tmp_path_factory, shared_data) -> Path:
             "2",
             "--max-images-per-identity",
             "2",
+            "--canvases",
         ]
     )
     assert code == 0
@@ -168,6 +169,122 @@ def test_train_resume_nan_stop_and_verify(pack, tmp_path, photos_dir, capsys):
     assert "loss became" in err and "last good checkpoint" in err
     assert _state_steps(diverging) == [steps_per_epoch]
     assert (diverging / "best.safetensors").read_bytes() == best_before
+
+
+def test_consistent_targets_and_exact_resume_in_mid_epoch(pack, tmp_path):
+    """An online teacher on the student's own views, mixup, 128-d embeddings distilled
+    directly: a run stopped after its first step (inside the first epoch) and resumed ends
+    with exactly the weights of a run that was never stopped; the export carries both
+    calibrations."""
+    recipe = [*TINY, "--distill-targets", "consistent", "--embedding-size", "128",
+              "--mix-prob", "0.5", "--margin-weight", "0.1", "--distill-weight", "5"]
+    run = tmp_path / "stopped"
+    assert train_main(["--data", str(pack), "--out", str(run), *recipe,
+                       "--time-limit", "0"]) == 0
+    first_stop = _events(run, "stop")[-1]
+    steps_per_epoch = _events(run, "start")[0]["steps_per_epoch"]
+    assert first_stop["reason"] == "time_limit" and first_stop["step"] == 1 < steps_per_epoch
+    start = _events(run, "start")[0]
+    assert "same augmented view (online)" in start["targets"] and "mixup 0.5" in start["targets"]
+    assert start["data"]["canvases"] is True
+    assert train_main(["--resume", "--out", str(run), "--quiet"]) == 0
+    straight = tmp_path / "straight"
+    assert train_main(["--data", str(pack), "--out", str(straight), *recipe]) == 0
+    last = f"step-{2 * steps_per_epoch:08d}.pt"
+    resumed = torch.load(run / "checkpoints" / last, weights_only=False)
+    direct = torch.load(straight / "checkpoints" / last, weights_only=False)
+    for name, value in direct["backbone"].items():
+        assert torch.equal(value, resumed["backbone"][name]), name
+    assert resumed["projection"] is None  # 128-d: the embedding itself is distilled
+    distill = [e["distill_loss"] for e in _events(straight, "train")]
+    assert all(0.0 < d < 2.0 for d in distill)
+    card = json.loads((straight / "best.json").read_text())
+    assert card["embedding_size"] == 128
+    assert card["calibration"]["measured_on"].endswith("both photos unmasked")
+    assert "masked probe" in card["calibration_masked"]["measured_on"]
+    assert card["training"]["hours_total"] > 0
+
+
+def test_time_budget_plans_the_schedule_inside_the_loop(pack, tmp_path):
+    """With --time-budget the schedule's length is re-planned from the measured speed and the
+    learning rate follows the planned length down to its end."""
+    run = tmp_path / "budget"
+    args = [*TINY, "--epochs", "500", "--time-budget", "25", "--val", "none",
+            "--warmup-epochs", "0"]
+    assert train_main(["--data", str(pack), "--out", str(run), *args]) == 0
+    plans = _events(run, "budget")
+    assert plans and all(p["planned_steps"] < p["asked_steps"] for p in plans)
+    stop = _events(run, "stop")[-1]
+    assert stop["reason"] == "finished" and stop["step"] == plans[-1]["planned_steps"]
+    last = _events(run, "train")[-1]
+    assert last["step"] == stop["step"]
+    expected = 0.02 * warmup_poly_factor(stop["step"], stop["step"], 0)
+    assert last["lr"] == pytest.approx(expected, abs=1e-12)  # decayed to zero at the end
+
+
+def test_streaming_feed_gives_the_in_memory_batches(pack, tmp_path):
+    """The streaming loader (for sets too big for memory) feeds the very batches the in-memory
+    one does: the same losses step by step."""
+    bare = tmp_path / "ms1m-like"
+    bare.mkdir()
+    for name in ("train.rec", "train.idx"):
+        shutil.copy(pack / name, bare / name)
+    losses = {}
+    for mode in ("yes", "no"):
+        run = tmp_path / f"in-memory-{mode}"
+        assert train_main(["--data", str(bare), "--out", str(run), *TINY, "--epochs", "1",
+                           "--in-memory", mode, "--workers", "0" if mode == "no" else "1"]) == 0
+        losses[mode] = [e["loss"] for e in _events(run, "train")]
+    assert len(losses["no"]) >= 2
+    assert losses["no"] == pytest.approx(losses["yes"], rel=1e-5)
+
+
+DDP_SCRIPT = """
+import hashlib, json, sys
+import torch
+from fmr.train import distributed
+from fmr.train.config import TrainConfig
+from fmr.train.loop import Training
+
+pack, out = sys.argv[1], sys.argv[2]
+config = TrainConfig(data=pack, out=out, device="cpu", backbone="iresnet18", epochs=2,
+                     batch_size=2, warmup_epochs=1, lr=0.02, log_every=1, workers=1,
+                     threads=1, progress=False, distill_targets="consistent",
+                     embedding_size=128, mix_prob=0.5)
+ctx = distributed.setup("cpu")
+training = Training(config, ctx)
+result = training.fit()
+digest = hashlib.sha256()
+for value in training.module.backbone.state_dict().values():
+    digest.update(value.detach().contiguous().numpy().tobytes())
+shards = [training.batches.step_indices(e).ravel().tolist() for e in range(2)]
+json.dump({"rank": ctx.rank, "weights": digest.hexdigest(), "shards": shards,
+           "step": result.step}, open(f"{out}/rank{ctx.rank}.json", "w"))
+distributed.cleanup(ctx)
+"""
+
+
+def test_ddp_two_gloo_processes_split_the_data_and_agree(pack, tmp_path):
+    """train.py's loop under torchrun with 2 CPU processes (gloo): each rank reads its own
+    shard of every epoch, both end with identical weights, rank 0 alone writes the run."""
+    out = tmp_path / "ddp"
+    out.mkdir()
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(script), str(pack), str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["weights"] == ranks[1]["weights"]
+    assert ranks[0]["step"] == ranks[1]["step"] > 0
+    for epoch in range(2):
+        first, second = (set(r["shards"][epoch]) for r in ranks)
+        assert first and second and not first & second
+    assert len(_events(out, "start")) == 1 and _events(out, "start")[0]["world_size"] == 2
+    assert (out / "best.safetensors").is_file()
 
 
 def test_train_rec_folder_without_validation(pack, tmp_path):

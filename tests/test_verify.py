@@ -233,7 +233,7 @@ def test_verify_pair_api_with_arrays_and_a_calibrated_checkpoint(
     from fmr.eval.calibration import calibrate, decide
     from fmr.faces import load_image
     from fmr.verify import load_backbone, verify_pair
-    from fmr.verify.embedder import save_calibration
+    from fmr.verify.embedder import save_calibration, save_card_fields
 
     copy = tmp_path / "calibrated.safetensors"
     shutil.copy(random_checkpoint, copy)
@@ -253,6 +253,19 @@ def test_verify_pair_api_with_arrays_and_a_calibrated_checkpoint(
     assert r["checkpoint"] == str(copy.resolve())
     assert r["verdict"] == decide(calibration, r["similarity"])[0]
     assert r["threshold"] == calibration["threshold"]
+    assert r["calibration"] == "unmasked"
+
+    # With a masked calibration in the card, a pair with a synthetic mask is decided by it.
+    masked_calibration = calibrate(rng.normal(0.7, 0.05, 500), rng.normal(0.45, 0.1, 20_000))
+    save_card_fields(copy, calibration_masked=masked_calibration)
+    embedder = load_backbone(str(copy))
+    result = verify_pair(a, b, backbones=[embedder], mask_b="surgical")
+    (r,) = result["results"]
+    assert r["calibration"] == "masked" and result["b"]["mask"]["style"] == "surgical"
+    assert r["threshold"] == masked_calibration["threshold"] != calibration["threshold"]
+    assert r["verdict"] == decide(masked_calibration, r["similarity"])[0]
+    plain = verify_pair(a, b, backbones=[embedder])["results"][0]
+    assert plain["calibration"] == "unmasked" and plain["threshold"] == calibration["threshold"]
 
 
 def test_insightface_backbone_pth_loads_with_its_input_convention(random_checkpoint, tmp_path):

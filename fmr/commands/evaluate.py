@@ -128,23 +128,30 @@ def _calibrate(args, specs, out) -> None:
     import sys
 
     from fmr.eval.calibration import calibrate
-    from fmr.eval.protocols import validation_scores
+    from fmr.eval.protocols import CALIBRATION_MASKS, validation_scores
     from fmr.settings import data_dir
-    from fmr.verify.embedder import save_calibration
+    from fmr.verify.embedder import save_card_fields
 
-    scores, description = validation_scores(
-        specs, data_dir(), cache_dir=out / "cache", workers=args.workers, progress=not args.quiet
-    )
-    for spec, (genuine, impostor) in scores.items():
-        calibration = calibrate(genuine, impostor, args.target_far, measured_on=description)
-        card = save_calibration(spec, calibration)
-        print(
-            f"fmr eval: calibrated {spec}: threshold {calibration['threshold']:.4f} at FAR "
-            f"{calibration['far']:.2g} (FRR {calibration['frr']:.2%}), inconclusive from "
-            f"{calibration['inconclusive']['low']:.4f}; {calibration['n_genuine']:,} genuine and "
-            f"{calibration['n_impostor']:,} impostor validation pairs; card: {card}",
-            file=sys.stderr,
-        )
+    common = dict(cache_dir=out / "cache", workers=args.workers, progress=not args.quiet)
+    plain, description = validation_scores(specs, data_dir(), **common)
+    masked, masked_description = validation_scores(specs, data_dir(), masked=CALIBRATION_MASKS,
+                                                   **common)
+    for spec in specs:
+        calibrations = {
+            "calibration": calibrate(*plain[spec], args.target_far, measured_on=description),
+            "calibration_masked": calibrate(*masked[spec], args.target_far,
+                                            measured_on=masked_description),
+        }
+        card = save_card_fields(spec, **calibrations)
+        for key, calibration in calibrations.items():
+            print(
+                f"fmr eval: {key.replace('_', ' ')} of {spec}: threshold "
+                f"{calibration['threshold']:.4f} at FAR {calibration['far']:.2g} (FRR "
+                f"{calibration['frr']:.2%}), inconclusive from "
+                f"{calibration['inconclusive']['low']:.4f}; {calibration['n_genuine']:,} genuine "
+                f"and {calibration['n_impostor']:,} impostor validation pairs; card: {card}",
+                file=sys.stderr,
+            )
 
 
 def _record(report: dict, specs: list[str], condition_name: str) -> None:

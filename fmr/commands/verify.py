@@ -84,8 +84,11 @@ def format_result(result: dict) -> str:
         numbers = f"  similarity {r['similarity']:.3f}, angle {r['angle_deg']:.1f} degrees"
         if r["threshold"] is not None:
             low, high = r["band"]
+            pairs = ("a masked photo against an unmasked one" if r.get("calibration") == "masked"
+                     else "unmasked pairs")
             numbers += (
-                f"; same at >= {high:.3f} (FAR {r['threshold_far']:g} on the validation split)"
+                f"; same at >= {high:.3f} (FAR {r['threshold_far']:g} on the validation split, "
+                f"{pairs})"
             )
             if low < high:
                 numbers += f", inconclusive from {low:.3f}"

@@ -575,35 +575,39 @@ def calibrated_metrics(calibration, scores, same, ok_pairs, genuine, impostor) -
     return out
 
 
+CALIBRATION_MASKS = Condition("random", "fmr", 0)  # masked calibration: any style, seeded
+
+
 def validation_scores(
     specs: Sequence[str],
     data_root: str | Path,
     *,
+    masked: Condition | None = None,
     cache_dir: str | Path | None = None,
     workers: int = 1,
     progress: bool = True,
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], str]:
-    """Genuine and impostor scores of each backbone on the validation split (all same-identity
-    and all cross-identity pairs of its images, unmasked), and a description of the data.
+    """Genuine and impostor scores of each backbone on the validation split, and a description
+    of the data: all same-identity and all cross-identity pairs of its images, unmasked; with
+    `masked` (a mask condition), every masked image against every other unmasked one.
 
     Only training-side identities: this is what thresholds are calibrated on.
     """
     paths, identities, description = validation_images(data_root)
-    tables = embed_images(
-        paths,
-        specs,
-        Condition(),
-        cache_dir=cache_dir,
-        policy="largest",
-        workers=workers,
-        root=Path(data_root),
-        progress=progress,
-        desc="validation",
-    )
+    common = dict(cache_dir=cache_dir, policy="largest", workers=workers,
+                  root=Path(data_root), progress=progress)
+    tables = embed_images(paths, specs, Condition(), desc="validation", **common)
+    probes = None
+    if masked is not None:
+        probes = embed_images(paths, specs, masked, desc="validation, masked", **common)
+        description += f"; a {masked.label} photo against every other unmasked photo"
     scores = {}
     for spec, table in tables.items():
-        ids = np.asarray(identities)[table.ok]
-        scores[spec] = metrics.all_pair_scores(table.embeddings[table.ok], ids)
+        ok = table.ok if probes is None else table.ok & probes[spec].ok
+        ids = np.asarray(identities)[ok]
+        gallery = table.embeddings[ok]
+        scores[spec] = metrics.all_pair_scores(
+            gallery, ids, probe_embeddings=None if probes is None else probes[spec].embeddings[ok])
     failed = int(sum((~t.ok).sum() for t in tables.values()) / max(1, len(tables)))
     if failed:
         description += f"; {failed} photos without a usable face left out"

@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from fmr.faces.align import CROP_CANVAS, TEMPLATE_SIZE, WIDE_CANVAS, Canvas
+from fmr.train.config import TrainConfig
 from fmr.train.views import (
     CHIP_SIZE,
     ViewSettings,
@@ -37,23 +38,25 @@ from fmr.train.views import (
     student_to_canvas,
 )
 
+_DEFAULTS = TrainConfig()
+
 
 @dataclass(frozen=True)
 class AugmentSettings:
-    """train.py's augmentation flags (names as in `TrainConfig`)."""
+    """train.py's augmentation settings; names, meaning and defaults are `TrainConfig`'s."""
 
-    mask_prob: float = 0.5
-    flip_prob: float = 0.5
-    rotation: float = 8.0  # degrees, either way
-    scale_jitter: float = 0.08  # relative zoom, either way
-    translate: float = 0.04  # fraction of the side, either way
-    brightness: float = 0.25
-    contrast: float = 0.25
-    saturation: float = 0.25
-    grayscale_prob: float = 0.05
-    blur_prob: float = 0.0
-    blur_sigma: float = 1.5
-    mix_prob: float = 0.0
+    mask_prob: float = _DEFAULTS.mask_prob
+    flip_prob: float = _DEFAULTS.flip_prob
+    rotation: float = _DEFAULTS.rotation
+    scale_jitter: float = _DEFAULTS.scale_jitter
+    translate: float = _DEFAULTS.translate
+    brightness: float = _DEFAULTS.brightness
+    contrast: float = _DEFAULTS.contrast
+    saturation: float = _DEFAULTS.saturation
+    grayscale_prob: float = _DEFAULTS.grayscale_prob
+    blur_prob: float = _DEFAULTS.blur_prob
+    blur_sigma: float = _DEFAULTS.blur_sigma
+    mix_prob: float = _DEFAULTS.mix_prob
 
     @classmethod
     def from_config(cls, config) -> AugmentSettings:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from fmr.errors import FmrError
@@ -21,71 +21,148 @@ PRECISIONS = ("auto", "bf16", "fp32")
 DEFAULT_MARGINS = {"arcface": 0.5, "cosface": 0.4}
 
 
+GROUPS = ("data", "model and loss", "distillation", "optimisation",
+          "augmentation (on the device, per image)", "run")
+
+
+def setting(default, help: str, group: str, **flag) -> object:
+    """A `TrainConfig` field with what train.py's command line says of it: `help` (`{default}`
+    in it is replaced by the default), its `group` of GROUPS, and argparse extras in `flag`
+    (choices, metavar, nargs/const, or `name`/`action` for a flag not named after the field)."""
+    return field(default=default, metadata={"help": help, "group": group, "flag": flag})
+
+
 @dataclass
 class TrainConfig:
-    """Everything one training run needs. Defaults aim at the shared-data pack on one GPU."""
+    """Everything one training run needs, and the single description of train.py's flags
+    (`fmr.train.cli` builds the command line from these fields). Defaults aim at the
+    shared-data pack on one GPU."""
 
-    # data
-    data: str = "data/shared-pack"  # pack, folder with train.rec + train.idx, or image folder
-    val: str | None = None  # validation pairs; default: the pack's own; "none" to skip
-    # model and loss
-    backbone: str = "iresnet50"
-    embedding_size: int = 512
-    dropout: float = 0.0
-    loss: str = "arcface"
-    margin: float | None = None  # default: 0.5 for ArcFace, 0.4 for CosFace
-    scale: float = 64.0
-    sample_rate: float = 1.0  # Partial FC share of class centres per step (1.0 = all)
-    margin_weight: float = 1.0  # weight of the margin loss (0: distillation alone)
-    distill_weight: float = 1.0  # weight of the cosine loss to the teacher (0 disables)
-    # fixed: the pack's teacher.npy, one descriptor per photo; consistent: the teacher (dlib's
-    # network, run by fmr.models.dlib_resnet) on the very view the student sees, which needs a
-    # pack prepared with --canvases
-    distill_targets: str = "fixed"
-    # optimisation (SGD, momentum 0.9, weight decay 5e-4, or AdamW; warmup then polynomial decay)
-    optimizer: str = "sgd"
-    epochs: int = 40
-    batch_size: int = 256  # per process (per GPU)
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 2.0
-    poly_power: float = 2.0
-    # augmentation (on the device, in batches)
-    mask_prob: float = 0.5  # share of training images given a synthetic mask on the fly
-    flip_prob: float = 0.5
-    rotation: float = 8.0  # max degrees either way
-    scale_jitter: float = 0.08  # max relative zoom either way
-    translate: float = 0.04  # max shift as a fraction of the crop side
-    brightness: float = 0.25
-    contrast: float = 0.25
-    saturation: float = 0.25
-    grayscale_prob: float = 0.05
-    blur_prob: float = 0.0  # share of views blurred (Gaussian, sigma up to blur_sigma)
-    blur_sigma: float = 1.5  # template pixels
-    mix_prob: float = 0.0  # share of views blending two faces (mixup; consistent targets only)
-    # run
-    out: str | None = None  # default: runs/<backbone>-<YYYYmmdd-HHMMSS>
-    seed: int = 0
-    device: str = "auto"  # auto | cuda | cuda:N | cpu
-    precision: str = "auto"  # auto | bf16 | fp32 (auto: bf16 on CUDA and on CPUs where faster)
-    compile: bool | None = None  # torch.compile the backbone; default: on for CUDA
-    channels_last: bool = True
-    threads: int | None = None  # CPU threads (default: the cores this process may use)
-    workers: int = 8  # decoding processes (streaming) or threads (in-memory)
-    in_memory: str = "auto"  # auto | yes | no: decode the whole set once onto the device
-    log_every: int = 50  # steps between log lines (and the only host syncs)
-    save_every: int = 0  # steps between mid-epoch checkpoints (0: at epoch ends only)
-    keep_checkpoints: int = 2
-    stop_after_epochs: int | None = None  # end this process early, keeping the --epochs schedule
-    time_limit: float | None = None  # seconds; stop cleanly (checkpoint + export) when exceeded
-    time_budget: float | None = None  # seconds; fit --epochs to it after measuring the speed
-    val_every: int = 1  # epochs between validations (and exports); the last epoch always
-    val_mask_seed: int = 1234  # masks on validation crops: fixed, so epochs compare
-    storage: str = "fp16"  # export weights: fp32 | fp16 | int8
-    resume: str | None = None  # a checkpoint file or run folder; "latest" = newest in --out
-    init_from: str | None = None  # exported weights (.safetensors) to start from, weights only
-    progress: bool = True
+    data: str = setting(
+        "data/shared-pack", "training data: a pack (fmr prepare), a folder with train.rec + "
+        "train.idx, or an image folder (default {default})", "data", metavar="PATH")
+    val: str | None = setting(
+        None, "validation pairs: a pack or a folder with val.rec + val_pairs.txt (default: the "
+        "pack's own; 'none' to skip)", "data", metavar="PATH")
+    backbone: str = setting("iresnet50", "model (default {default}; `fmr models` lists them)",
+                            "model and loss", metavar="NAME")
+    embedding_size: int = setting(
+        512, "embedding dimension (default {default}; the teacher's 128 distils the embedding "
+        "itself)", "model and loss")
+    dropout: float = setting(0.0, "dropout before the embedding layer (default {default})",
+                             "model and loss")
+    loss: str = setting("arcface", "margin loss (default {default})", "model and loss",
+                        choices=LOSSES)
+    margin: float | None = setting(None, "margin (default 0.5 ArcFace, 0.4 CosFace)",
+                                   "model and loss")
+    scale: float = setting(64.0, "logit scale s (default {default})", "model and loss")
+    sample_rate: float = setting(
+        1.0, "sampled softmax: share of class centres per step, for very many identities "
+        "(default {default}: all)", "model and loss")
+    margin_weight: float = setting(
+        1.0, "weight of the margin loss, 0 = distillation alone (default {default})",
+        "model and loss")
+    distill_weight: float = setting(
+        1.0, "weight of the cosine loss to the teacher, 0 = off (default {default}; needs the "
+        "pack's teacher.npy, or its canvases)", "distillation")
+    distill_targets: str = setting(
+        "fixed", "fixed: the pack's teacher.npy, one descriptor per photo; consistent: dlib's "
+        "network (run in torch) on the very view the student sees, mask left out (needs a pack "
+        "made with `fmr prepare --canvases`) (default {default})", "distillation",
+        choices=DISTILL_TARGETS)
+    distill_center: bool = setting(
+        True, "subtract the teacher's mean descriptor over the training images before "
+        "comparing (dlib's descriptors share one direction that holds 91%% of their length: "
+        "without centring, matching that direction is most of the loss and the student learns "
+        "little about who is who) (default on)", "distillation")
+    optimizer: str = setting("sgd", "SGD with momentum, or AdamW (default {default})",
+                             "optimisation", choices=OPTIMIZERS)
+    epochs: int = setting(40, "epochs (default {default}; with --time-budget, the most)",
+                          "optimisation")
+    batch_size: int = setting(256, "images per step per process (default {default})",
+                              "optimisation")
+    lr: float = setting(0.1, "peak learning rate (default {default})", "optimisation")
+    momentum: float = setting(0.9, "SGD momentum (default {default})", "optimisation")
+    weight_decay: float = setting(5e-4, "weight decay (default {default})", "optimisation")
+    warmup_epochs: float = setting(2.0, "linear warm-up length, epochs (default {default})",
+                                   "optimisation")
+    poly_power: float = setting(2.0, "power of the decay to zero (default {default})",
+                                "optimisation")
+    mask_prob: float = setting(
+        0.5, "share of images given a synthetic mask (training styles) (default {default})",
+        "augmentation (on the device, per image)")
+    flip_prob: float = setting(0.5, "horizontal flip (default {default})",
+                               "augmentation (on the device, per image)")
+    rotation: float = setting(8.0, "largest rotation, degrees (default {default})",
+                              "augmentation (on the device, per image)")
+    scale_jitter: float = setting(0.08, "largest relative zoom (default {default})",
+                                  "augmentation (on the device, per image)")
+    translate: float = setting(0.04, "largest shift / side (default {default})",
+                               "augmentation (on the device, per image)")
+    brightness: float = setting(0.25, "brightness factor 1 +- this (default {default})",
+                                "augmentation (on the device, per image)")
+    contrast: float = setting(0.25, "contrast factor 1 +- this (default {default})",
+                              "augmentation (on the device, per image)")
+    saturation: float = setting(0.25, "saturation factor 1 +- this (default {default})",
+                                "augmentation (on the device, per image)")
+    grayscale_prob: float = setting(0.05, "share of images made grey (default {default})",
+                                    "augmentation (on the device, per image)")
+    blur_prob: float = setting(0.0, "share of images blurred (default {default})",
+                               "augmentation (on the device, per image)")
+    blur_sigma: float = setting(1.5, "largest blur sigma, template pixels (default {default})",
+                                "augmentation (on the device, per image)")
+    mix_prob: float = setting(
+        0.0, "share of images blended with another face (mixup), the teacher describing the "
+        "blend; needs --distill-targets consistent (default {default})",
+        "augmentation (on the device, per image)")
+    out: str | None = setting(None, "run folder (default runs/<backbone>-<date>-<time>)",
+                              "run", metavar="DIR")
+    seed: int = setting(0, "seed of initialisation, order and augmentation (default {default})",
+                        "run")
+    device: str = setting("auto", "auto, cuda, cuda:N or cpu (default {default})", "run")
+    precision: str = setting(
+        "auto", "bf16 autocast or fp32 (default auto: bf16 on CUDA, and on a CPU with AMX-BF16 "
+        "or AVX512-BF16 where a short probe finds it faster; the log says which and why)",
+        "run", choices=PRECISIONS)
+    compile: bool | None = setting(
+        None, "torch.compile the backbone (default: on for CUDA, off on CPU); a model the "
+        "compiler cannot handle runs eagerly, and the log says so", "run")
+    channels_last: bool = setting(True, "channels-last memory layout (default on)", "run")
+    threads: int | None = setting(None, "CPU threads (default: the cores this process may use)",
+                                  "run")
+    workers: int = setting(8, "JPEG decoding threads/processes (default {default})", "run")
+    in_memory: str = setting(
+        "auto", "decode the whole set once onto the device (default auto: when it fits)", "run",
+        choices=("auto", "yes", "no"))
+    log_every: int = setting(50, "steps between log lines, the only host syncs "
+                             "(default {default})", "run")
+    save_every: int = setting(0, "steps between mid-epoch training states (default 0: at "
+                              "epoch ends)", "run")
+    keep_checkpoints: int = setting(2, "training states kept (default {default})", "run")
+    stop_after_epochs: int | None = setting(
+        None, "end this process after N epochs, keeping the --epochs schedule (continue later "
+        "with --resume)", "run", metavar="N")
+    time_limit: float | None = setting(
+        None, "stop cleanly (validate, export, save) after this long", "run", metavar="SECONDS")
+    time_budget: float | None = setting(
+        None, "fit the schedule into this much time from the start: after timing the first "
+        "steps the schedule gets the steps that fit (never more than --epochs), re-planned as "
+        "training goes, so the learning rate reaches zero at the end", "run", metavar="SECONDS")
+    val_every: int = setting(1, "validate (and export the best) every N epochs and after the "
+                             "last (default {default})", "run", metavar="N")
+    val_mask_seed: int = setting(1234, "seed of the masks on validation crops (default "
+                                 "{default})", "run")
+    storage: str = setting("fp16", "weights of the best export (default {default})", "run",
+                           choices=("fp32", "fp16", "int8"))
+    resume: str | None = setting(
+        None, "continue a run: a training state file or run folder; without PATH, the newest "
+        "state in --out", "run", metavar="PATH", nargs="?", const="latest")
+    init_from: str | None = setting(
+        None, "start from the weights of an exported model (.safetensors, e.g. a shipped "
+        "checkpoint or a run's best.safetensors): weights only, a new schedule and optimiser",
+        "run", metavar="FILE")
+    progress: bool = setting(True, "no progress bar", "run", name="--quiet",
+                             action="store_false")
 
     def margin_value(self) -> float:
         return DEFAULT_MARGINS[self.loss] if self.margin is None else float(self.margin)

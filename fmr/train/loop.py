@@ -1,14 +1,22 @@
-"""The training loop behind `python train.py`: one flat function, `train(config)`.
+"""The training loop behind `python train.py`: `train(config)`, read top to bottom in
+`Training.fit`.
 
-Per step: a uint8 batch already on the device (`fmr.train.data`) -> augmentation there (masks,
-flip, affine, colour; `fmr.train.augment`) -> backbone under bf16 autocast (CUDA), channels-last,
-torch.compile'd -> margin loss on the class centres (fp32) + distillation loss -> SGD. Nothing
-is read back to the host except every `--log-every` steps, when the running sums are logged.
+Set-up (`Training.__init__`): the device policy (`fmr.train.device`), the data (`open_data`),
+the module (backbone + margin head + distillation projection), the optimiser and schedule, and
+the state to resume from (`restore`) or the weights to start from (`--init-from`).
 
-After each epoch (rank 0): validation on the held-out pairs (unmasked and masked), an export of
-the best model so far (`<out>/best.safetensors` + `best.json`, calibrated on the validation
-pairs), and a resumable state file (`<out>/checkpoints/step-N.pt`). A non-finite loss stops
-the run with a message; the last state file on disk is the last good one.
+Per step (`Training.step`): a uint8 batch already on the device (`fmr.train.data`) -> a random
+view of each image there, and with an online teacher the teacher's descriptor of the same view
+(`fmr.train.augment`) -> backbone under the policy's precision and memory layout -> margin loss
+on the class centres (fp32) + distillation loss -> optimiser. Nothing is read back to the host
+except every `--log-every` steps, when the running sums are logged and `--time-budget`
+re-plans the length of the schedule (`StepBudget`).
+
+After each epoch (`Training.end_of_epoch`, rank 0): validation on the held-out pairs (unmasked
+and masked), an export of the best model so far (`<out>/best.safetensors` + `best.json`,
+calibrated on the validation pairs; `Training.export`), and a resumable training state
+(`<out>/checkpoints/step-N.pt`; `Training.save`). A non-finite loss stops the run with a
+message; the last state on disk is the last good one.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -234,17 +242,6 @@ def _step_seed(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 7_919 + step * 104_729) % (2**63)
 
 
-def _targets(config: TrainConfig, online: bool, use_teacher: bool) -> str:
-    """What the student learns from, in words (for the log and the model card)."""
-    margin = f"{config.loss} (weight {config.margin_weight:g})"
-    if not use_teacher:
-        return margin
-    kind = ("the teacher's descriptor of the same augmented view (online)" if online
-            else "the teacher's fixed descriptor of each photo")
-    mix = f", mixup {config.mix_prob:g}" if config.mix_prob else ""
-    return f"{margin} + distillation (weight {config.distill_weight:g}) to {kind}{mix}"
-
-
 def _default_out(config: TrainConfig) -> Path:
     return Path("runs") / f"{config.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -255,36 +252,36 @@ def _device_name(policy: DevicePolicy) -> str:
     return f"CPU ({policy.cpu}, {policy.threads} threads)"
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Train as `config` says (see `fmr.train.config.TrainConfig`); returns where it all went."""
-    config.validate()
-    ctx = distributed.setup(config.device)
-    try:
-        return _train(config, ctx)
-    finally:
-        distributed.cleanup(ctx)
+@dataclass
+class RunData:
+    """What a run trains and validates on, and how the teacher's targets come.
+
+    canvases: the pack has wide canvases (the student's views are cut from them); online: an
+    online teacher describes each view (`--distill-targets consistent`); use_teacher: there is
+    distillation at all (online, or the pack's fixed descriptors)."""
+
+    dataset: object  # fmr.data.sources.TrainingSet
+    validation: object | None  # fmr.data.pack.ValidationSet
+    canvases: bool
+    online: bool
+    use_teacher: bool
+
+    def targets(self, config: TrainConfig) -> str:
+        """What the student learns from, in words (for the log and the model card)."""
+        margin = f"{config.loss} (weight {config.margin_weight:g})"
+        if not self.use_teacher:
+            return margin
+        kind = ("the teacher's descriptor of the same augmented view (online)" if self.online
+                else "the teacher's fixed descriptor of each photo")
+        mix = f", mixup {config.mix_prob:g}" if config.mix_prob else ""
+        return f"{margin} + distillation (weight {config.distill_weight:g}) to {kind}{mix}"
 
 
-def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
-    from fmr.checkpoints import ModelCard, save_checkpoint
+def open_data(config: TrainConfig, ctx: distributed.Context) -> RunData:
+    """Open the training set and (rank 0) the validation pairs; check the distillation asked
+    for can happen."""
     from fmr.data.sources import open_training_set, open_validation
-    from fmr.train.data import make_batches
-    from fmr.train.validation import Validator
 
-    started = time.monotonic()
-    device = ctx.device
-    cuda = device.type == "cuda"
-    policy = choose_policy(device, config.precision, channels_last=config.channels_last,
-                           compile=config.compile, threads=config.threads)
-    state = None
-    if config.resume:
-        state = load_state(resolve_resume(config.resume, config.out))
-    if not config.out:  # every rank must agree on the time-stamped name
-        config.out = str(distributed.broadcast_object(ctx, _default_out(config)))
-    out = Path(config.out)
-    log = RunLogger(out, enabled=ctx.is_main)
-
-    # ---- data
     dataset = open_training_set(config.data)
     canvases = dataset.canvases is not None
     online = config.distill_weight > 0 and config.distill_targets == "consistent"
@@ -300,118 +297,211 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
         validation = open_validation(config.val or dataset.path)
         if validation is None and config.val:
             raise FmrError(f"{config.val}: no validation pairs (val.rec + val_pairs.txt) there")
-    random.seed(config.seed)
-    np.random.seed(config.seed % 2**32)
-    torch.manual_seed(config.seed)
-    batches = make_batches(dataset, config, ctx, use_teacher, canvases, online)
-    steps_per_epoch = batches.steps_per_epoch
-    total_steps = config.epochs * steps_per_epoch
-    warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
+    return RunData(dataset, validation, canvases, online, use_teacher)
 
-    # ---- model, loss, optimiser
-    teacher = None
-    if online:
-        from fmr.train.teacher import OnlineTeacher
 
-        teacher = OnlineTeacher(policy)
-    teacher_dim = None
-    if use_teacher:
-        teacher_dim = teacher.dimension if online else dataset.teacher.shape[1]
-    module = build_module(config, dataset.num_classes, teacher_dim, policy)
-    backbone, head, projection = module.backbone, module.head, module.projection
-    channels_last = policy.channels_last
-    initialised_from = None
-    if config.init_from and state is None:
-        initialised_from = init_backbone_from(backbone, config.init_from, config)
-    optimizer, parameters = make_optimizer(module, config, policy)
-    schedule = Schedule(total_steps)  # --time-budget re-plans its length as it goes
-    scheduler = make_scheduler(optimizer, lambda: schedule.total, warmup_steps,
-                               config.poly_power)
+@dataclass
+class Progress:
+    """What a run has done so far; saved in every training state.
 
-    step = 0
+    train_seconds: wall-clock seconds of training over all processes that continued this run
+    (plus, with --init-from, the hours of the model it started from), for the curve of
+    validation results against CPU hours."""
+
+    step: int = 0
     best: dict | None = None
-    export_path: Path | None = None
-    if state is not None:
-        if state["num_classes"] != dataset.num_classes:
+    export: Path | None = None
+    train_seconds: float = 0.0
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train as `config` says (see `fmr.train.config.TrainConfig`); returns where it all went.
+    `config` itself is left as it was."""
+    config = replace(config)
+    config.validate()
+    ctx = distributed.setup(config.device)
+    try:
+        return Training(config, ctx).fit()
+    finally:
+        distributed.cleanup(ctx)
+
+
+class Training:
+    """One training process: everything `fit` needs, set up in `__init__` (see the module
+    docstring)."""
+
+    def __init__(self, config: TrainConfig, ctx: distributed.Context) -> None:
+        from fmr.train.data import make_batches
+        from fmr.train.validation import Validator
+
+        self.started = time.monotonic()
+        self.config, self.ctx = config, ctx
+        self.policy = choose_policy(ctx.device, config.precision,
+                                    channels_last=config.channels_last, compile=config.compile,
+                                    threads=config.threads)
+        state = load_state(resolve_resume(config.resume, config.out)) if config.resume else None
+        if not config.out:  # every rank must agree on the time-stamped name
+            config.out = str(distributed.broadcast_object(ctx, _default_out(config)))
+        self.out = Path(config.out)
+        self.log = RunLogger(self.out, enabled=ctx.is_main)
+
+        self.data = data = open_data(config, ctx)
+        random.seed(config.seed)
+        np.random.seed(config.seed % 2**32)
+        torch.manual_seed(config.seed)
+        self.batches = make_batches(data.dataset, config, ctx, data.use_teacher, data.canvases,
+                                    data.online)
+        self.steps_per_epoch = self.batches.steps_per_epoch
+        self.asked_steps = config.epochs * self.steps_per_epoch
+
+        self.teacher = None
+        if data.online:
+            from fmr.train.teacher import OnlineTeacher
+
+            self.teacher = OnlineTeacher(self.policy)
+        self.teacher_mean = None
+        if data.use_teacher and config.distill_center:
+            self.teacher_mean = self.mean_descriptor()
+        teacher_dim = None
+        if data.use_teacher:
+            teacher_dim = (self.teacher.dimension if data.online
+                           else data.dataset.teacher.shape[1])
+        self.module = build_module(config, data.dataset.num_classes, teacher_dim, self.policy)
+        self.optimizer, self.parameters = make_optimizer(self.module, config, self.policy)
+        self.schedule = Schedule(self.asked_steps)  # --time-budget re-plans it as it goes
+        self.scheduler = make_scheduler(
+            self.optimizer, lambda: self.schedule.total,
+            int(round(config.warmup_epochs * self.steps_per_epoch)), config.poly_power)
+        self.progress = Progress()
+        self.initialised_from = None
+        if state is not None:
+            self.restore(state)
+        elif config.init_from:
+            card = init_backbone_from(self.module.backbone, config.init_from, config)
+            self.initialised_from = config.init_from
+            self.progress.train_seconds = 3600 * float(
+                card.get("training", {}).get("hours_total") or 0.0)
+
+        if self.policy.compile:
+            compile_backbone(self.module,
+                             lambda message: self.log.event("compile_failed", message=message))
+        self.model = self.module
+        if ctx.distributed:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        self.validator = None
+        if data.validation is not None:
+            self.validator = Validator(data.validation, self.policy, config.val_mask_seed)
+        self.augment = AugmentSettings.from_config(config)
+        self.generator = torch.Generator(device=ctx.device)
+        self.description = data.dataset.describe()
+        self.running = torch.zeros(len(STAT_NAMES), device=ctx.device)  # since the last log
+        self.epoch_sums = torch.zeros(len(STAT_NAMES), device=ctx.device)
+        self.epoch_started = (time.monotonic(), self.progress.step)
+        self.session_started = (time.monotonic(), self.progress.train_seconds)
+
+    def mean_descriptor(self) -> torch.Tensor:
+        """The teacher's mean descriptor over the training images (for `--distill-center`):
+        from the pack's stored descriptors, or else from the online teacher on the unaugmented
+        views of up to 2,048 images."""
+        dataset = self.data.dataset
+        if dataset.teacher is not None:
+            stored = dataset.teacher.astype(np.float32)
+            stored = stored[np.isfinite(stored).all(axis=1)]
+            mean = torch.from_numpy(stored.mean(axis=0))
+        else:
+            from fmr.train.views import CHIP_SIZE, chip_to_canvas, cut, identity_views
+
+            rows = np.linspace(0, len(dataset) - 1, min(len(dataset), 2048)).astype(int)
+            total = None
+            for start in range(0, len(rows), 64):
+                part = rows[start : start + 64]
+                canvases = torch.from_numpy(np.stack(
+                    [dataset.canvases.decode(i) for i in part])).permute(0, 3, 1, 2).float()
+                views = identity_views(len(part))
+                chips = torch.from_numpy(dataset.canvases.chips[part])
+                described = self.teacher.describe(cut(
+                    canvases.to(self.ctx.device),
+                    chip_to_canvas(views, chips, WIDE_CANVAS).to(self.ctx.device),
+                    CHIP_SIZE)).sum(0)
+                total = described if total is None else total + described
+            mean = total.cpu() / len(rows)
+        return mean.to(self.ctx.device)
+
+    # ---- resume
+
+    def restore(self, state: dict) -> None:
+        """Continue from a training state: weights, optimiser, schedule, progress, RNG."""
+        config, module = self.config, self.module
+        if state["num_classes"] != self.data.dataset.num_classes:
             raise FmrError(
                 f"the checkpoint was trained with {state['num_classes']} classes but {config.data} "
-                f"has {dataset.num_classes}: resume with the same --data"
+                f"has {self.data.dataset.num_classes}: resume with the same --data"
             )
-        backbone.load_state_dict(state["backbone"])
-        head.load_state_dict(state["head"])
-        if projection is not None and state.get("projection") is not None:
-            projection.load_state_dict(state["projection"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        module.backbone.load_state_dict(state["backbone"])
+        module.head.load_state_dict(state["head"])
+        if module.projection is not None and state.get("projection") is not None:
+            module.projection.load_state_dict(state["projection"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         step = int(state["step"])
         # Settings given for the resumed run win over the saved optimiser's (e.g. a lower --lr).
-        scheduler.base_lrs = [config.lr for _ in optimizer.param_groups]
-        for group in optimizer.param_groups:
-            group.update(initial_lr=config.lr, momentum=config.momentum,
-                         weight_decay=config.weight_decay)
-            group["lr"] = config.lr * scheduler.lr_lambdas[0](step)
-        best = state.get("best")
-        export_path = Path(state["export"]) if state.get("export") else None
+        self.scheduler.base_lrs = [config.lr for _ in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=config.lr, weight_decay=config.weight_decay)
+            if "momentum" in group:
+                group["momentum"] = config.momentum
+            group["lr"] = config.lr * self.scheduler.lr_lambdas[0](step)
+        self.progress = Progress(step, state.get("best"),
+                                 Path(state["export"]) if state.get("export") else None,
+                                 float(state.get("train_seconds", 0.0)))
         ranks = state.get("rng_per_rank") or []
-        if len(ranks) == ctx.world_size:
-            restore_rng(ranks[ctx.rank], device)
+        if len(ranks) == self.ctx.world_size:
+            restore_rng(ranks[self.ctx.rank], self.ctx.device)
 
-    if policy.compile:
-        compile_backbone(module, lambda message: log.event("compile_failed", message=message))
-    model = module
-    if ctx.distributed:
-        model = nn.parallel.DistributedDataParallel(
-            module, device_ids=[device.index] if cuda else None
-        )
-    validator = None
-    if validation is not None:
-        validator = Validator(validation, policy, config.val_mask_seed)
-    augment = AugmentSettings.from_config(config)
-    generator = torch.Generator(device=device)
+    # ---- one step
 
-    description = dataset.describe()
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
-        log.event("start", step=step, config=config.to_dict(), data=description,
-                  device=_device_name(policy), world_size=ctx.world_size,
-                  policy=policy.describe(), steps_per_epoch=steps_per_epoch,
-                  total_steps=total_steps, targets=_targets(config, online, use_teacher),
-                  initialised_from=None if initialised_from is None else config.init_from,
-                  validation=None if validation is None else validation.description,
-                  torch=torch.__version__)
-        print(
-            f"train: {config.backbone} on {len(batches.indices)} of {description['images']} "
-            f"images ({description['classes']} identities), "
-            f"{_targets(config, online, use_teacher)}; {ctx.world_size} process(es), "
-            f"{config.epochs} epochs x {steps_per_epoch} steps of {config.batch_size}; "
-            f"out: {out}\ntrain: {policy.summary()}",
-            file=sys.stderr,
-        )
+    def step(self, batch) -> torch.Tensor:
+        """One optimiser step on `batch`; returns the step's stats (on the device)."""
+        config, progress = self.config, self.progress
+        self.generator.manual_seed(_step_seed(config.seed, self.ctx.rank, progress.step))
+        labels, targets, has_targets = batch.labels, batch.teacher, batch.has_teacher
+        channels_last = self.policy.channels_last
+        if self.data.online:
+            views = augment_with_teacher(batch.images, batch.partners, batch.chips, labels,
+                                         self.augment, self.generator, self.teacher,
+                                         channels_last=channels_last)
+            images, labels, targets, has_targets = (views.inputs, views.labels, views.targets,
+                                                    None)
+        else:
+            images = augment_batch(batch.images, self.augment, self.generator,
+                                   channels_last=channels_last,
+                                   canvas=WIDE_CANVAS if self.data.canvases else CROP_CANVAS)
+        if targets is not None and self.teacher_mean is not None:
+            targets = F.normalize(targets - self.teacher_mean, dim=1)
+        with_accuracy = (progress.step + 1) % config.log_every == 0
+        with self.policy.autocast():
+            loss, stats = self.model(images, labels, targets, has_targets,
+                                     with_accuracy=with_accuracy)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.parameters, max_norm=5.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        progress.step += 1
+        return stats
 
-    from tqdm import tqdm
-
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", file=sys.stderr,
-               disable=not (config.progress and ctx.is_main), dynamic_ncols=True)
-    autocast = policy.autocast()
-    running = torch.zeros(len(STAT_NAMES), device=device)  # since the last log line
-    epoch_sums = torch.zeros(len(STAT_NAMES), device=device)
-    last_log = (time.monotonic(), step)
-    epoch_started = (time.monotonic(), step)
-    stopped = "finished"
-    epochs_done = step // steps_per_epoch
-
-    def read_stats(sums: torch.Tensor, steps: int) -> dict:
+    def read_stats(self, sums: torch.Tensor, steps: int) -> dict:
         """Sync point: sum over ranks, check finiteness, turn into means."""
-        values = distributed.all_reduce_sum(ctx, sums.clone()).tolist()
+        values = distributed.all_reduce_sum(self.ctx, sums.clone()).tolist()
         stats = dict(zip(STAT_NAMES, values, strict=True))
         if not math.isfinite(stats["loss"]):
             raise TrainingDiverged(
-                f"the loss became {stats['loss']} at step {step}; stopped. The last good "
-                f"checkpoint is in {out / 'checkpoints'} (resume with --resume after lowering "
-                "--lr or checking the data)"
+                f"the loss became {stats['loss']} at step {self.progress.step}; stopped. The "
+                f"last good checkpoint is in {self.out / 'checkpoints'} (resume with --resume "
+                "after lowering --lr or checking the data)"
             )
-        n = max(1, steps * ctx.world_size)
+        n = max(1, steps * self.ctx.world_size)
         return {
             "loss": stats["loss"] / n,
             "margin_loss": stats["margin_loss"] / n,
@@ -421,183 +511,249 @@ def _train(config: TrainConfig, ctx: distributed.Context) -> TrainResult:
             if stats["accuracy_count"] else None,
         }
 
-    def save(reason: str) -> None:
-        states = distributed.all_gather_objects(ctx, rng_state(device))
-        if ctx.is_main:
-            path = save_state(out, step, {
-                "step": step, "epoch": step // steps_per_epoch, "config": config.to_dict(),
-                "num_classes": dataset.num_classes, "backbone": backbone.state_dict(),
-                "head": head.state_dict(),
-                "projection": None if projection is None else projection.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng_per_rank": states, "best": best,
-                "export": None if export_path is None else str(export_path),
-            }, keep=config.keep_checkpoints)
-            log.event("checkpoint", step=step, path=str(path), reason=reason)
-        distributed.barrier(ctx)
+    def train_hours(self) -> float:
+        """Hours of training so far, over every process of this run (see `Progress`)."""
+        since, before = self.session_started
+        return (before + time.monotonic() - since) / 3600
 
-    def end_of_epoch(epoch: int, final: bool) -> None:
-        nonlocal best, export_path, epoch_sums, epoch_started
-        steps_in_epoch = step - epoch_started[1]
-        stats = read_stats(epoch_sums, max(steps_in_epoch, 1))
-        seconds = time.monotonic() - epoch_started[0]
-        row = {"epoch": epoch + 1, "step": step, "lr": scheduler.get_last_lr()[0], **stats,
+    # ---- the loop
+
+    def fit(self) -> TrainResult:
+        from tqdm import tqdm
+
+        config, ctx, progress = self.config, self.ctx, self.progress
+        self.announce()
+        bar = tqdm(total=self.schedule.total, initial=progress.step, desc="train", unit="step",
+                   file=sys.stderr, disable=not (config.progress and ctx.is_main),
+                   dynamic_ncols=True)
+        start_epoch = progress.step // self.steps_per_epoch
+        stop_step = self.asked_steps if config.stop_after_epochs is None else min(
+            self.asked_steps, (start_epoch + config.stop_after_epochs) * self.steps_per_epoch)
+        budget = None
+        if config.time_budget:
+            budget = StepBudget(config.time_budget, self.asked_steps, self.started)
+        last_log = (time.monotonic(), progress.step)
+        paused = 0.0  # seconds spent validating and saving since the last log line
+        windows = 0  # log lines written by this process
+        time_up = False
+        epochs_done = start_epoch
+        self.module.train()
+        while progress.step < min(stop_step, self.schedule.total) and not time_up:
+            epoch = progress.step // self.steps_per_epoch
+            first = progress.step - epoch * self.steps_per_epoch
+            for batch in self.batches.epoch(epoch, first):
+                stats = self.step(batch)
+                self.running += stats
+                self.epoch_sums += stats
+                bar.update(1)
+                if progress.step % config.log_every == 0:
+                    now = time.monotonic()
+                    window = max(now - last_log[0] - paused, 1e-9)
+                    self.log_train(epoch, progress.step - last_log[1], window, bar)
+                    if budget is not None and windows > 0:
+                        # the first window holds start-up (and compilation): not a speed
+                        self.replan(budget, progress.step - last_log[1], window, now, bar)
+                    last_log, paused, windows = (now, progress.step), 0.0, windows + 1
+                    if config.time_limit is not None:
+                        over = torch.tensor(float(now - self.started > config.time_limit),
+                                            device=ctx.device)
+                        time_up = bool(distributed.all_reduce_sum(ctx, over).item() > 0)
+                if (config.save_every and progress.step % config.save_every == 0
+                        and progress.step % self.steps_per_epoch):
+                    self.read_stats(self.epoch_sums, 1)  # never save after a non-finite loss
+                    paused_from = time.monotonic()
+                    self.save("interval")
+                    paused += time.monotonic() - paused_from
+                if time_up or progress.step >= min(stop_step, self.schedule.total):
+                    break
+            paused_from = time.monotonic()
+            self.end_of_epoch(epoch, bar, final=time_up or progress.step >= min(
+                stop_step, self.schedule.total))
+            paused += time.monotonic() - paused_from
+            epochs_done = epoch + 1
+        bar.close()
+        stopped = "finished"
+        if time_up:
+            stopped = "time_limit"
+        elif progress.step < self.schedule.total:
+            stopped = "stop_after_epochs"
+        if ctx.is_main:
+            self.log.event("stop", step=progress.step, reason=stopped, best=progress.best,
+                           export=None if progress.export is None else str(progress.export),
+                           seconds=round(time.monotonic() - self.started, 1))
+            print(f"train: {stopped} at step {progress.step}; export: {progress.export}",
+                  file=sys.stderr)
+        self.log.close()
+        return TrainResult(self.out, progress.step, epochs_done, progress.best, progress.export,
+                           stopped)
+
+    def announce(self) -> None:
+        """config.json, the start event and two lines on the console (rank 0)."""
+        if not self.ctx.is_main:
+            return
+        config, data = self.config, self.data
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
+        self.log.event("start", step=self.progress.step, config=config.to_dict(),
+                       data=self.description, device=_device_name(self.policy),
+                       world_size=self.ctx.world_size, policy=self.policy.describe(),
+                       steps_per_epoch=self.steps_per_epoch, total_steps=self.asked_steps,
+                       targets=data.targets(config), initialised_from=self.initialised_from,
+                       validation=None if data.validation is None
+                       else data.validation.description,
+                       torch=torch.__version__)
+        print(
+            f"train: {config.backbone} on {len(self.batches.indices)} of "
+            f"{self.description['images']} images ({self.description['classes']} identities), "
+            f"{data.targets(config)}; {self.ctx.world_size} process(es), up to {config.epochs} "
+            f"epochs x {self.steps_per_epoch} steps of {config.batch_size}; out: {self.out}\n"
+            f"train: {self.policy.summary()}",
+            file=sys.stderr,
+        )
+
+    def log_train(self, epoch: int, steps: int, seconds: float, bar) -> None:
+        values = self.read_stats(self.running, steps)
+        values["lr"] = self.scheduler.get_last_lr()[0]
+        values["images_per_s"] = steps * self.config.batch_size * self.ctx.world_size / seconds
+        self.log.event("train", step=self.progress.step, epoch=epoch + 1, **values)
+        self.log.scalars(self.progress.step, "train", values)
+        bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.3g}", refresh=False)
+        self.running.zero_()
+
+    def replan(self, budget: StepBudget, steps: int, seconds: float, now: float, bar) -> None:
+        """`--time-budget`: fit the schedule's length to the measured speed."""
+        planned = distributed.broadcast_object(
+            self.ctx, budget.update(self.progress.step, steps, seconds, now))
+        if planned != self.schedule.total:
+            self.log.event("budget", step=self.progress.step, planned_steps=planned,
+                           seconds_per_step=round(budget.seconds_per_step, 4),
+                           budget=self.config.time_budget, asked_steps=self.asked_steps)
+            self.schedule.total = bar.total = planned
+
+    # ---- epoch ends: validate, export, save
+
+    def end_of_epoch(self, epoch: int, bar, final: bool) -> None:
+        from tqdm import tqdm
+
+        config, ctx, progress = self.config, self.ctx, self.progress
+        steps_in_epoch = progress.step - self.epoch_started[1]
+        stats = self.read_stats(self.epoch_sums, max(steps_in_epoch, 1))
+        seconds = time.monotonic() - self.epoch_started[0]
+        row = {"epoch": epoch + 1, "step": progress.step,
+               "lr": self.scheduler.get_last_lr()[0], **stats,
                "images_per_s": steps_in_epoch * config.batch_size * ctx.world_size
-               / max(seconds, 1e-9), "seconds": round(seconds, 2)}
+               / max(seconds, 1e-9), "seconds": round(seconds, 2),
+               "hours": round(self.train_hours(), 4)}
         if ctx.is_main:
             result = None
-            if validator is not None and ((epoch + 1) % config.val_every == 0 or final):
-                result = validator.evaluate(backbone)
-                row["val_unmasked_accuracy"] = result["unmasked"]["accuracy"]
-                row["val_masked_accuracy"] = result.get("masked", {}).get("accuracy")
-                row["val_unmasked_tar"] = result["unmasked"]["tar_at_far_1e-3"]
-                row["val_masked_tar"] = result.get("masked", {}).get("tar_at_far_1e-3")
-                row["val_score"] = result["score"]
-                row["hours"] = round((time.monotonic() - started) / 3600, 4)
-                log.event("val", step=step, epoch=epoch + 1, **result)
-                log.scalars(step, "val", {"unmasked_accuracy": row["val_unmasked_accuracy"],
-                                          "masked_accuracy": row["val_masked_accuracy"],
-                                          "unmasked_tar_far1e-3": row["val_unmasked_tar"],
-                                          "masked_tar_far1e-3": row["val_masked_tar"]})
-            log.epoch_row(row)
-            log.scalars(step, "epoch", {k: v for k, v in row.items() if k != "epoch"})
-            if result is not None and (best is None or result["score"] >= best["score"]):
-                best = {"epoch": epoch + 1, "step": step, **result}
-                export_path = export(best, validator.calibration(backbone))
-            elif validator is None and final:  # nothing to choose on: export the last model
-                best = {"epoch": epoch + 1, "step": step, "score": None}
-                export_path = export(best, {})
-            tqdm.write(
-                f"epoch {epoch + 1}/{config.epochs}: loss {stats['loss']:.3f} "
-                f"(margin {stats['margin_loss']:.3f}, distill {stats['distill_loss']:.3f}), "
-                f"angle {stats['angle_deg']:.1f} deg, {row['images_per_s']:.0f} img/s"
-                + ("" if result is None else
-                   f", val TAR@FAR1e-3 unmasked {result['unmasked']['tar_at_far_1e-3']:.4f}"
-                   + (f" masked {result['masked']['tar_at_far_1e-3']:.4f}"
-                      if "masked" in result else "")
-                   + f" (accuracy {result['unmasked']['accuracy']:.4f})"),
-                file=sys.stderr,
-            )
-        best = distributed.broadcast_object(ctx, best)
-        epoch_sums = torch.zeros_like(epoch_sums)
-        epoch_started = (time.monotonic(), step)
-        save("epoch")
+            if self.validator is not None and ((epoch + 1) % config.val_every == 0 or final):
+                result = self.validate(epoch, row)
+            self.log.epoch_row(row)
+            self.log.scalars(progress.step, "epoch",
+                             {k: v for k, v in row.items() if k != "epoch"})
+            if result is not None and (progress.best is None
+                                       or result["score"] >= progress.best["score"]):
+                progress.best = {"epoch": epoch + 1, "step": progress.step, **result}
+                progress.export = self.export(progress.best, *self.validator.calibration())
+            elif self.validator is None and final:  # nothing to choose on: the last model
+                progress.best = {"epoch": epoch + 1, "step": progress.step, "score": None}
+                progress.export = self.export(progress.best, {}, {})
+            tqdm.write(_epoch_line(epoch, self.schedule.total // self.steps_per_epoch + (
+                self.schedule.total % self.steps_per_epoch > 0), stats, row, result),
+                file=sys.stderr)
+        progress.best = distributed.broadcast_object(ctx, progress.best)
+        self.epoch_sums.zero_()
+        self.epoch_started = (time.monotonic(), progress.step)
+        self.save("epoch")
 
-    def export(selected: dict, calibration: dict) -> Path:
+    def validate(self, epoch: int, row: dict) -> dict:
+        result = self.validator.evaluate(self.module.backbone)
+        row["val_unmasked_accuracy"] = result["unmasked"]["accuracy"]
+        row["val_masked_accuracy"] = result.get("masked", {}).get("accuracy")
+        row["val_unmasked_tar"] = result["unmasked"]["tar_at_far_1e-3"]
+        row["val_masked_tar"] = result.get("masked", {}).get("tar_at_far_1e-3")
+        row["val_score"] = result["score"]
+        self.log.event("val", step=self.progress.step, epoch=epoch + 1, hours=row["hours"],
+                       **result)
+        self.log.scalars(self.progress.step, "val", {
+            "unmasked_accuracy": row["val_unmasked_accuracy"],
+            "masked_accuracy": row["val_masked_accuracy"],
+            "unmasked_tar_far1e-3": row["val_unmasked_tar"],
+            "masked_tar_far1e-3": row["val_masked_tar"]})
+        return result
+
+    def export(self, selected: dict, calibration: dict, calibration_masked: dict) -> Path:
+        """Write the selected model as `<out>/best.safetensors` + `best.json` with its card and
+        its calibrations (unmasked pairs; a masked probe against unmasked photos)."""
+        from fmr.checkpoints import ModelCard, save_checkpoint
+
+        config, data = self.config, self.data
         metrics = {"validation": None if selected.get("score") is None else {
             k: v for k, v in selected.items() if k not in ("epoch", "step")}}
         metrics["selected"] = {
             "epoch": selected["epoch"], "step": selected["step"],
             "rule": "highest mean of unmasked and masked validation TAR at FAR 1e-3 "
             "(all pairs; ties: later)"
-            if validator is not None else "last epoch (no validation pairs)",
+            if self.validator is not None else "last epoch (no validation pairs)",
         }
         card = ModelCard(
-            name=f"{config.backbone} {out.name}",
+            name=f"{config.backbone} {self.out.name}",
             architecture=config.backbone,
             embedding_size=config.embedding_size,
             training={
-                "recipe": config.to_dict(), "data": description,
-                "validation": None if validation is None else validation.description,
-                "device": _device_name(policy), "world_size": ctx.world_size,
-                "policy": policy.describe(), "targets": _targets(config, online, use_teacher),
-                "initialised_from": config.init_from if initialised_from is not None else None,
-                "torch": torch.__version__, "steps": step, "steps_per_epoch": steps_per_epoch,
-                "wall_seconds": round(time.monotonic() - started, 1),
+                "recipe": config.to_dict(), "data": self.description,
+                "validation": None if data.validation is None else data.validation.description,
+                "device": _device_name(self.policy), "world_size": self.ctx.world_size,
+                "policy": self.policy.describe(), "targets": data.targets(config),
+                "initialised_from": self.initialised_from,
+                "torch": torch.__version__, "steps": self.progress.step,
+                "steps_per_epoch": self.steps_per_epoch,
+                "wall_seconds": round(time.monotonic() - self.started, 1),
+                "hours_total": round(self.train_hours(), 3),
             },
             metrics=metrics,
             calibration=calibration,
+            calibration_masked=calibration_masked,
             notes="Trained by fmr's train.py; selected and calibrated on the validation split "
             "of training-side identities, never on evaluation data.",
             licence=LICENCE_NOTE,
         )
-        path = save_checkpoint(out / "best", backbone, card, storage=config.storage)
-        log.event("export", step=step, path=str(path), selected=metrics["selected"])
+        path = save_checkpoint(self.out / "best", self.module.backbone, card,
+                               storage=config.storage)
+        self.log.event("export", step=self.progress.step, path=str(path),
+                       selected=metrics["selected"])
         return path
 
-    # ---- the loop
-    start_epoch = step // steps_per_epoch
-    stop_step = total_steps if config.stop_after_epochs is None else min(
-        total_steps, (start_epoch + config.stop_after_epochs) * steps_per_epoch)
-    budget = StepBudget(config.time_budget, total_steps, started) if config.time_budget else None
-    time_up = False
-    paused = 0.0  # seconds spent validating and saving since the last log line
-    windows = 0  # log lines written by this process
-    module.train()
-    while step < min(stop_step, schedule.total) and not time_up:
-        epoch = step // steps_per_epoch
-        for batch in batches.epoch(epoch, step - epoch * steps_per_epoch):
-            generator.manual_seed(_step_seed(config.seed, ctx.rank, step))
-            labels, targets, has_targets = batch.labels, batch.teacher, batch.has_teacher
-            if online:
-                views = augment_with_teacher(batch.images, batch.partners, batch.chips, labels,
-                                             augment, generator, teacher,
-                                             channels_last=channels_last)
-                images, labels, targets, has_targets = (views.inputs, views.labels,
-                                                        views.targets, None)
-            else:
-                images = augment_batch(batch.images, augment, generator,
-                                       channels_last=channels_last,
-                                       canvas=WIDE_CANVAS if canvases else CROP_CANVAS)
-            log_now = (step + 1) % config.log_every == 0
-            with autocast:
-                loss, stats = model(images, labels, targets, has_targets, with_accuracy=log_now)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, max_norm=5.0)
-            optimizer.step()
-            scheduler.step()
-            running += stats
-            epoch_sums += stats
-            step += 1
-            bar.update(1)
-            if log_now:
-                now = time.monotonic()
-                values = read_stats(running, step - last_log[1])
-                values["lr"] = scheduler.get_last_lr()[0]
-                window = max(now - last_log[0] - paused, 1e-9)
-                values["images_per_s"] = ((step - last_log[1]) * config.batch_size
-                                          * ctx.world_size / window)
-                log.event("train", step=step, epoch=epoch + 1, **values)
-                log.scalars(step, "train", values)
-                bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{values['lr']:.3g}",
-                                refresh=False)
-                if budget is not None and windows > 0:
-                    # the first window holds start-up (and compilation): not a speed
-                    planned = distributed.broadcast_object(
-                        ctx, budget.update(step, step - last_log[1], window, now))
-                    if planned != schedule.total:
-                        log.event("budget", step=step, planned_steps=planned,
-                                  seconds_per_step=round(budget.seconds_per_step, 4),
-                                  budget=config.time_budget, asked_steps=total_steps)
-                        schedule.total = bar.total = planned
-                running.zero_()
-                last_log = (now, step)
-                paused = 0.0
-                windows += 1
-                if config.time_limit is not None:
-                    over = torch.tensor(float(now - started > config.time_limit), device=device)
-                    time_up = bool(distributed.all_reduce_sum(ctx, over).item() > 0)
-            if config.save_every and step % config.save_every == 0 and step % steps_per_epoch:
-                read_stats(epoch_sums, 1)  # never write a checkpoint after a non-finite loss
-                paused_from = time.monotonic()
-                save("interval")
-                paused += time.monotonic() - paused_from
-            if time_up or step >= min(stop_step, schedule.total):
-                break
-        paused_from = time.monotonic()
-        end_of_epoch(epoch, final=time_up or step >= min(stop_step, schedule.total))
-        paused += time.monotonic() - paused_from
-        epochs_done = epoch + 1
-    bar.close()
-    if time_up:
-        stopped = "time_limit"
-    elif step < schedule.total:
-        stopped = "stop_after_epochs"
-    if ctx.is_main:
-        log.event("stop", step=step, reason=stopped, best=best,
-                  export=None if export_path is None else str(export_path),
-                  seconds=round(time.monotonic() - started, 1))
-        print(f"train: {stopped} at step {step}; export: {export_path}", file=sys.stderr)
-    log.close()
-    return TrainResult(out, step, epochs_done, best, export_path, stopped)
+    def save(self, reason: str) -> None:
+        """A resumable training state (rank 0 writes it; every rank's RNG state goes in)."""
+        ctx, module, progress = self.ctx, self.module, self.progress
+        states = distributed.all_gather_objects(ctx, rng_state(ctx.device))
+        if ctx.is_main:
+            path = save_state(self.out, progress.step, {
+                "step": progress.step, "epoch": progress.step // self.steps_per_epoch,
+                "config": self.config.to_dict(),
+                "num_classes": self.data.dataset.num_classes,
+                "backbone": module.backbone.state_dict(), "head": module.head.state_dict(),
+                "projection": None if module.projection is None
+                else module.projection.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng_per_rank": states, "best": progress.best,
+                "export": None if progress.export is None else str(progress.export),
+                "train_seconds": self.train_hours() * 3600,
+            }, keep=self.config.keep_checkpoints)
+            self.log.event("checkpoint", step=progress.step, path=str(path), reason=reason)
+        distributed.barrier(ctx)
+
+
+def _epoch_line(epoch: int, planned_epochs: int, stats: dict, row: dict,
+                result: dict | None) -> str:
+    line = (f"epoch {epoch + 1}/{planned_epochs}: loss {stats['loss']:.3f} "
+            f"(margin {stats['margin_loss']:.3f}, distill {stats['distill_loss']:.3f}), "
+            f"angle {stats['angle_deg']:.1f} deg, {row['images_per_s']:.0f} img/s")
+    if result is not None:
+        line += f", val TAR@FAR1e-3 unmasked {result['unmasked']['tar_at_far_1e-3']:.4f}"
+        if "masked" in result:
+            line += f" masked {result['masked']['tar_at_far_1e-3']:.4f}"
+        line += f" (accuracy {result['unmasked']['accuracy']:.4f})"
+    return line

@@ -11,9 +11,10 @@ same-identity pair genuine, every cross-identity pair impostor; `VAL_FAR`), whic
 separating models after accuracy on the listed pairs saturates. The mean of the unmasked and
 masked TAR is the score that picks the best epoch.
 
-The best export's calibration (`fmr.eval.calibration.calibrate`) uses all pairs of the
-validation images: every same-identity pair as genuine, every cross-identity pair as impostor,
-in both conditions (unmasked/unmasked and masked probe/unmasked gallery).
+The best export gets two calibrations (`fmr.eval.calibration.calibrate`) over all pairs of the
+validation images, every same-identity pair genuine and every cross-identity pair impostor: one
+with both photos unmasked (the card's `calibration`), one with a masked probe against the
+unmasked gallery (`calibration_masked`, used when a photo of a pair wears a synthetic mask).
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ class Validator:
 
     def evaluate(self, model) -> dict:
         """{"unmasked": {...}, "masked": {...}, "score": mean TAR at FAR 1e-3} for model
-        selection."""
-        unmasked, masked = self.embeddings(model)
+        selection. The embeddings are kept for `calibration` of the same model."""
+        unmasked, masked = self.last = self.embeddings(model)
         result = {"pairs": int(len(self.same)),
                   "unmasked": self._metrics(unmasked, unmasked, masked=False)}
         rates = [result["unmasked"]["tar_at_far_1e-3"]]
@@ -109,24 +110,24 @@ class Validator:
         result["score"] = float(np.mean(rates))
         return result
 
-    def calibration(self, model) -> dict:
-        """`calibrate` on all pairs of the validation images, unmasked and masked probes."""
+    def calibration(self, model=None) -> tuple[dict, dict]:
+        """(unmasked, masked-probe) calibrations over all pairs of the validation images, of
+        `model`, or of the model `evaluate` just scored when None. The masked one is {} when
+        the validator has no masked copies."""
         from fmr.eval.calibration import calibrate
         from fmr.eval.metrics import all_pair_scores
 
-        unmasked, masked = self.embeddings(model)
+        unmasked, masked = self.last if model is None else self.embeddings(model)
         labels = self.validation.labels
         u = unmasked.cpu().numpy()
-        genuine, impostor = all_pair_scores(u, labels)
-        parts = "all pairs of the validation images, both unmasked"
-        if masked is not None:
-            g_masked, i_masked = all_pair_scores(u, labels, probe_embeddings=masked.cpu().numpy())
-            genuine = np.concatenate([genuine, g_masked])
-            impostor = np.concatenate([impostor, i_masked])
-            parts += ", plus masked probe vs unmasked gallery (training mask styles, fixed seed)"
         description = self.validation.description
-        measured_on = (
-            f"validation split of training-side identities ({description.get('path', '')}: "
-            f"{len(labels)} images of {len(set(labels.tolist()))} identities); {parts}"
-        )
-        return calibrate(genuine, impostor, measured_on=measured_on)
+        where = (f"validation split of training-side identities ({description.get('path', '')}: "
+                 f"{len(labels)} images of {len(set(labels.tolist()))} identities)")
+        plain = calibrate(*all_pair_scores(u, labels),
+                          measured_on=f"{where}; all pairs, both photos unmasked")
+        if masked is None:
+            return plain, {}
+        probes = all_pair_scores(u, labels, probe_embeddings=masked.cpu().numpy())
+        return plain, calibrate(*probes, measured_on=(
+            f"{where}; every masked probe (training mask styles, fixed seed) against every "
+            "other unmasked image"))

@@ -21,6 +21,8 @@ class Comparison:
     (how often a "same" at this score would be a stranger); frr_at_score: the share of
     same-person validation pairs that score lower (how often a "different" here would miss).
     band: the inconclusive band [low, high); threshold_far: the FAR the threshold is set for.
+    calibration: "unmasked" (pairs of unmasked validation photos) or "masked" (a masked
+    validation photo against an unmasked one), the one the verdict used.
     """
 
     similarity: float
@@ -34,6 +36,7 @@ class Comparison:
     n_impostor: int | None = None
     n_genuine: int | None = None
     note: str = ""
+    calibration: str = "unmasked"  # which calibration decided: see `compare`
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -78,13 +81,21 @@ def _share(rate: float | None, of: str) -> str:
 
 
 def compare(
-    emb_a: np.ndarray, emb_b: np.ndarray, embedder, threshold_far: float | None = None
+    emb_a: np.ndarray,
+    emb_b: np.ndarray,
+    embedder,
+    threshold_far: float | None = None,
+    *,
+    masked: bool = False,
 ) -> Comparison:
     """Compare two unit-norm embeddings with the calibration of `embedder`.
 
     embedder: an `Embedder` (its card's calibration is used) or a calibration dict from
     `fmr.eval.calibration.calibrate`. threshold_far: decide at the threshold for this FAR
-    instead of the calibrated one (e.g. 1e-4 for a stricter "same").
+    instead of the calibrated one (e.g. 1e-4 for a stricter "same"). masked: a photo of the
+    pair wears a synthetic mask; the embedder's masked calibration decides when it has one (a
+    masked face scores lower against its owner, so the unmasked threshold would call too many
+    pairs "different").
     """
     a = np.asarray(emb_a, dtype=np.float64).reshape(-1)
     b = np.asarray(emb_b, dtype=np.float64).reshape(-1)
@@ -92,7 +103,13 @@ def compare(
         raise ValueError(f"embeddings of different sizes: {a.size} and {b.size}")
     similarity = float(np.clip(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), -1.0, 1.0))
     angle = float(cosine_to_degrees(similarity))
-    calibration = embedder if isinstance(embedder, dict) else embedder.calibration
+    used = "unmasked"
+    if isinstance(embedder, dict):
+        calibration = embedder
+    elif masked and getattr(embedder, "calibration_masked", None):
+        calibration, used = embedder.calibration_masked, "masked"
+    else:
+        calibration = embedder.calibration
     if not calibration:
         name = getattr(embedder, "name", "this model")
         family = getattr(embedder, "family", "")
@@ -125,4 +142,5 @@ def compare(
         ),
         n_impostor=int(calibration["n_impostor"]),
         n_genuine=int(calibration["n_genuine"]),
+        calibration=used,
     )

@@ -67,6 +67,12 @@ class Embedder(ABC):
         return dict(getattr(self.card, "calibration", None) or {})
 
     @property
+    def calibration_masked(self) -> dict:
+        """The card's calibration for a masked photo against an unmasked one; {} when never
+        measured."""
+        return dict(getattr(self.card, "calibration_masked", None) or {})
+
+    @property
     def architecture(self) -> str:
         return str(getattr(self.card, "architecture", self.family))
 

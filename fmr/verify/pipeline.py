@@ -182,8 +182,10 @@ def verify_pair(
     `resolve_backbones`. mask_a / mask_b: a mask style to draw on that photo first.
     Returns the `fmr verify --json` object: {"a": {...}, "b": {...}, "results": [{"backbone",
     "name", "checkpoint", "similarity", "angle_deg", "threshold", "verdict", "far_at_score",
-    "frr_at_score", "band", "threshold_far", "explanation"}], "missing": [{"backbone",
-    "reason"}]}. Raises `FmrError` subclasses for unreadable photos, no face, bad checkpoints.
+    "frr_at_score", "band", "threshold_far", "calibration", "explanation"}], "missing":
+    [{"backbone", "reason"}]}. With a mask on either photo the backbones' masked calibrations
+    decide where they have one ("calibration": "masked"). Raises `FmrError` subclasses for
+    unreadable photos, no face, bad checkpoints.
     """
     embedders, missing = resolve_backbones(backbones)
     a = prepare_face(
@@ -205,7 +207,8 @@ def verify_pair(
     results = []
     for embedder in embedders:
         emb_a, emb_b = embedder.embed_faces([(a.image, a.face), (b.image, b.face)])
-        comparison = compare(emb_a, emb_b, embedder, threshold_far)
+        comparison = compare(emb_a, emb_b, embedder, threshold_far,
+                             masked=bool(mask_a or mask_b))
         result = {
             "backbone": embedder.family,
             "name": embedder.name,
