@@ -211,8 +211,13 @@ def test_calibrate_only_stores_the_calibration_in_the_card(
     argv = ["eval", "--backbone", "dlib", "--calibrate-only", "--out", str(out),
             "--workers", "1", "--quiet", "--target-far", "0.1"]  # fmt: skip
     assert main(argv) == 0
-    assert "calibrated dlib" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "calibrated dlib:" in err and "calibrated dlib (a masked photo against" in err
     card = json.loads((cards / "dlib_reference.json").read_text())
+    masked = card["calibration_masked"]
+    assert "masked (random, fmr renderer) photo against every other" in masked["measured_on"]
+    assert masked["n_impostor"] > card["calibration"]["n_impostor"]  # ordered probe pairs
+    assert masked["threshold"] != card["calibration"]["threshold"]
     calibration = card["calibration"]
     assert calibration["target_far"] == 0.1
     assert calibration["n_genuine"] + calibration["n_impostor"] <= 6 * 5 // 2

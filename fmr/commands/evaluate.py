@@ -144,8 +144,9 @@ def _calibrate(args, specs, out) -> None:
         }
         card = save_card_fields(spec, **calibrations)
         for key, calibration in calibrations.items():
+            which = " (a masked photo against an unmasked one)" if key.endswith("masked") else ""
             print(
-                f"fmr eval: {key.replace('_', ' ')} of {spec}: threshold "
+                f"fmr eval: calibrated {spec}{which}: threshold "
                 f"{calibration['threshold']:.4f} at FAR {calibration['far']:.2g} (FRR "
                 f"{calibration['frr']:.2%}), inconclusive from "
                 f"{calibration['inconclusive']['low']:.4f}; {calibration['n_genuine']:,} genuine "
