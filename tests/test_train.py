@@ -367,7 +367,8 @@ def test_time_budget_plans_the_steps_that_fit():
     assert budget.update(step=30, steps=20, seconds=10.0, now=100.0) == 30 + 552
     # the speed is smoothed: a window at 1 s/step moves the estimate to 0.65 s/step
     assert budget.update(step=50, steps=20, seconds=20.0, now=120.0) == 50 + int(280 * 0.92 / 0.65)
-    assert budget.update(step=60, steps=10, seconds=500.0, now=399.0) == 61  # one more, at least
+    assert budget.update(step=60, steps=10, seconds=500.0, now=399.0) == 61
+    assert budget.update(step=61, steps=1, seconds=1.0, now=401.0) == 61  # time spent: stop here
     fast = StepBudget(400.0, asked=2000, started=0.0)
     assert fast.update(step=30, steps=20, seconds=1e-3, now=1.0) == 2000  # never more than asked
 

@@ -199,8 +199,9 @@ class StepBudget:
 
     `update` is called at every log line with the time those steps took (validation and
     checkpoint pauses left out); the planned length is the steps done plus those that fit in
-    92% of the time left at the smoothed speed, never more than `asked` nor fewer than one more
-    than done. The learning-rate schedule reads the plan at every step, so it warms up and then
+    92% of the time left at the smoothed speed, never more than `asked`. Once the time is spent
+    the plan is the steps done, so training stops there (a plan of "one more" would be renewed
+    at every log line and run on to `asked`). The learning-rate schedule reads the plan at every step, so it warms up and then
     decays to zero exactly at the end of the budget, whatever the machine's speed.
     """
 
@@ -217,7 +218,7 @@ class StepBudget:
         self.seconds_per_step = rate if self.seconds_per_step is None else (
             0.7 * self.seconds_per_step + 0.3 * rate)
         left = max(0.0, self.seconds - (now - self.started)) * (1 - self.RESERVE)
-        return int(min(self.asked, max(step + 1, step + left / self.seconds_per_step)))
+        return int(min(self.asked, step + left / self.seconds_per_step))
 
 
 @dataclass
