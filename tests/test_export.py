@@ -122,7 +122,8 @@ def test_models_command_lists_sizes():
     status, out, _ = run_cli("models")
     assert status == 0
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()[1:]}
-    assert list(rows) == ["iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200",
-                          "ressanet18", "ressanet34", "ressanet50", "ressanet100"]
+    assert list(rows) == ["iresnet18", "iresnet18_half", "iresnet34", "iresnet50", "iresnet100",
+                          "iresnet200", "ressanet18", "ressanet18_half", "ressanet34",
+                          "ressanet50", "ressanet100"]
     assert rows["iresnet50"] == ["43.6M", "6.31"]
     assert rows["iresnet100"] == ["65.2M", "12.09"]

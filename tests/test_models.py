@@ -26,8 +26,8 @@ from fmr.models.ressanet import RelPosSelfAttention, relative_index
 from fmr.settings import REPO_ROOT
 
 ALL_MODELS = [
-    "iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200",
-    "ressanet18", "ressanet34", "ressanet50", "ressanet100",
+    "iresnet18", "iresnet18_half", "iresnet34", "iresnet50", "iresnet100", "iresnet200",
+    "ressanet18", "ressanet18_half", "ressanet34", "ressanet50", "ressanet100",
 ]
 SMALL_INPUT = 32  # quick tests; every model also runs once at 112 in test_forward_shape
 

@@ -266,7 +266,8 @@ distributed.cleanup(ctx)
 
 def test_ddp_two_gloo_processes_split_the_data_and_agree(pack, tmp_path):
     """train.py's loop under torchrun with 2 CPU processes (gloo): each rank reads its own
-    shard of every epoch, both end with identical weights, rank 0 alone writes the run."""
+    shard of every epoch, both end with identical weights (batch-norm statistics averaged over
+    ranks at each epoch end), rank 0 alone writes the run."""
     out = tmp_path / "ddp"
     out.mkdir()
     script = tmp_path / "ddp_train.py"
@@ -367,8 +368,9 @@ def test_time_budget_plans_the_steps_that_fit():
     assert budget.update(step=30, steps=20, seconds=10.0, now=100.0) == 30 + 552
     # the speed is smoothed: a window at 1 s/step moves the estimate to 0.65 s/step
     assert budget.update(step=50, steps=20, seconds=20.0, now=120.0) == 50 + int(280 * 0.92 / 0.65)
-    assert budget.update(step=60, steps=10, seconds=500.0, now=399.0) == 61
-    assert budget.update(step=61, steps=1, seconds=1.0, now=401.0) == 61  # time spent: stop here
+    # 1 s left at about 15 s/step: the next step would not fit, so the plan ends here
+    assert budget.update(step=60, steps=10, seconds=500.0, now=399.0) == 60
+    assert budget.update(step=61, steps=1, seconds=1.0, now=401.0) == 61  # time spent: stop
     fast = StepBudget(400.0, asked=2000, started=0.0)
     assert fast.update(step=30, steps=20, seconds=1e-3, now=1.0) == 2000  # never more than asked
 

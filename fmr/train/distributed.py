@@ -71,6 +71,20 @@ def all_reduce_sum(ctx: Context, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def average_buffers(ctx: Context, module: torch.nn.Module) -> None:
+    """Replace every floating-point buffer (batch-norm running statistics) by its mean over
+    ranks. DDP copies rank 0's buffers at the start of each forward, but the forward then
+    updates each rank's copy from its own shard, so ranks drift apart by the last step; the mean
+    is what the model validated and exported at an epoch end should carry (as timm's
+    `distribute_bn` does)."""
+    if not ctx.distributed:
+        return
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer.div_(ctx.world_size)
+
+
 def all_gather_objects(ctx: Context, obj) -> list:
     """Every rank's `obj` (picklable), in rank order."""
     if not ctx.distributed:

@@ -201,8 +201,9 @@ class StepBudget:
     checkpoint pauses left out); the planned length is the steps done plus those that fit in
     92% of the time left at the smoothed speed, never more than `asked`. Once the time is spent
     the plan is the steps done, so training stops there (a plan of "one more" would be renewed
-    at every log line and run on to `asked`). The learning-rate schedule reads the plan at every step, so it warms up and then
-    decays to zero exactly at the end of the budget, whatever the machine's speed.
+    at every log line and run on to `asked`). The learning-rate schedule reads the plan at every
+    step, so it warms up and then decays to zero exactly at the end of the budget, whatever the
+    machine's speed.
     """
 
     RESERVE = 0.08  # share of the time left kept for validations, exports, checkpoints
@@ -645,6 +646,7 @@ class Training:
                "images_per_s": steps_in_epoch * config.batch_size * ctx.world_size
                / max(seconds, 1e-9), "seconds": round(seconds, 2),
                "hours": round(self.train_hours(), 4)}
+        distributed.average_buffers(ctx, self.module.backbone)
         if ctx.is_main:
             result = None
             if self.validator is not None and ((epoch + 1) % config.val_every == 0 or final):
