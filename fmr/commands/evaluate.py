@@ -81,8 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_multi_face_argument(parser, default="center", note=", as LFW centres it")
     parser.add_argument("--out", metavar="DIR",
-                        help="output folder (required but with --closed-set, where it is "
-                        "optional and receives closed_set.json)")
+                        help="output folder (required; with --closed-set optional: it then "
+                        "receives closed_set.json)")
     parser.add_argument(
         "--closed-set", metavar="PACK",
         help="closed-set top-1/top-5 of --checkpoint on the held-out photos of PACK (a pack "
