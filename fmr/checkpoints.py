@@ -15,6 +15,13 @@ Storage (`card.storage`):
   fp16 scale per output channel, stored as "<name>.int8_scale"); other 2-D or larger tensors
   fp16, 1-D ones fp32. Expanded back to fp32 at load time; only the file is smaller.
 
+Class centres (only runs whose pack has a held-out split, `fmr prepare --preset original`):
+the margin head's weights go in as the extra tensor `fmr_extra.class_centres` ((C, D) fp32;
+tensors under `fmr_extra.` are not part of the backbone and the loader sets them aside) and the
+identity names in `card.training["closed_set"]`, for `fmr eval --closed-set` only. They never
+go into `checkpoints/` (`save_checkpoint` refuses), and a re-export without them drops the
+card entry.
+
 `load_checkpoint` also reads insightface `backbone.pth` state dicts (IResNet 18-200): the
 architecture is inferred from the number of blocks per stage, and the card notes
 insightface's input convention (RGB, (x/255 - 0.5) / 0.5, 112x112), which is fmr's own.
@@ -39,6 +46,15 @@ from fmr.errors import CheckpointError
 CARD_METADATA_KEY = "fmr_card"
 STORAGE_KINDS = ("fp32", "fp16", "int8")
 INT8_SCALE_SUFFIX = ".int8_scale"
+EXTRA_TENSOR_PREFIX = "fmr_extra."  # tensors beside the backbone's; the loader sets them aside
+CENTRES_TENSOR = EXTRA_TENSOR_PREFIX + "class_centres"
+CLOSED_SET_KEY = "closed_set"  # card.training entry: identity names of the class centres
+CLOSED_SET_NOTE = (
+    "The class centres (the margin head's weights, one per training identity, tensor "
+    f"{CENTRES_TENSOR}) and the identity names are stored only for closed-set accuracy on the "
+    "held-out photos of this run's pack (fmr eval --closed-set). They are not part of the "
+    "model, describe the training people, and never go into shipped checkpoints."
+)
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")  # torch.save files: insightface state dicts
 INSIGHTFACE_NOTE = (
     "Converted from an insightface backbone.pth state dict. insightface's input convention: "
@@ -223,31 +239,67 @@ def _write_card(card_path: Path, card: ModelCard) -> None:
     _write_atomically(card_path, lambda tmp: tmp.write_text(card.to_json(), encoding="utf-8"))
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def save_checkpoint(
-    path: str | Path, model: nn.Module, card: ModelCard, storage: str = "fp16"
+    path: str | Path, model: nn.Module, card: ModelCard, storage: str = "fp16",
+    *, class_centres: tuple[torch.Tensor, list[str]] | None = None,
 ) -> Path:
     """Writes <path>.safetensors (weights + embedded card) and <path>.json (the card).
 
     `path` may end in .safetensors or be a base name. `card.storage` is set to `storage`,
     `card.created` (UTC, ISO 8601) and `card.fmr_version` are filled in when empty, and
     `card.embedding_size` / `card.input_size` from the model when it has those attributes.
+    class_centres: optional ((C, D) centres, C identity names) for closed-set accuracy (see the
+    module docstring); refused (CheckpointError) for a path inside the shipped checkpoint
+    folder (`fmr.settings.checkpoint_dir`). Without it, a card's closed-set entry is dropped.
     Returns the .safetensors path.
     """
     from safetensors.torch import save_file
 
     from fmr import __version__
+    from fmr.settings import checkpoint_dir
 
     if storage not in STORAGE_KINDS:
         raise ValueError(f"storage must be one of {', '.join(STORAGE_KINDS)}, got {storage!r}")
     model = unwrap_model(model)
-    card = dataclasses.replace(card, storage=storage)
+    training = {k: v for k, v in card.training.items() if k != CLOSED_SET_KEY}
+    card = dataclasses.replace(card, storage=storage, training=training)
+    weights = _weights_path(path)
+    extra: dict[str, torch.Tensor] = {}
+    if class_centres is not None:
+        centres, names = class_centres
+        centres = centres.detach().float().cpu().contiguous()
+        if centres.ndim != 2 or centres.shape[0] != len(names):
+            raise ValueError(f"{len(names)} identity names for centres of shape "
+                             f"{tuple(centres.shape)}")
+        if _inside(weights, checkpoint_dir()):
+            raise CheckpointError(
+                f"{weights}: class centres (training identities) never go into the shipped "
+                f"checkpoint folder {checkpoint_dir()}; export the run elsewhere (runs/) or "
+                "without them"
+            )
+        extra[CENTRES_TENSOR] = centres
+        card.training[CLOSED_SET_KEY] = {
+            "tensor": CENTRES_TENSOR, "identities": [str(n) for n in names],
+            "note": CLOSED_SET_NOTE,
+        }
+        if CLOSED_SET_NOTE not in card.notes:
+            card.notes = f"{card.notes} {CLOSED_SET_NOTE}".strip()
+    else:
+        card.notes = card.notes.replace(CLOSED_SET_NOTE, "").strip()
     card.created = card.created or datetime.now(UTC).isoformat(timespec="seconds")
     card.fmr_version = card.fmr_version or __version__
     card.embedding_size = int(getattr(model, "embedding_size", card.embedding_size))
     card.input_size = int(getattr(model, "input_size", card.input_size))
-    weights = _weights_path(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    tensors = _stored_tensors(model, storage)
+    tensors = {**_stored_tensors(model, storage), **extra}
     metadata = {"format": "pt", CARD_METADATA_KEY: json.dumps(card.to_dict())}
     _write_atomically(weights, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     _write_card(_card_path(weights), card)
@@ -288,7 +340,7 @@ def _expand_stored(tensors: dict[str, torch.Tensor], weights: Path) -> dict[str,
     """int8 weights and their scales -> fp32 weights; everything floating -> fp32."""
     state = {}
     for name, tensor in tensors.items():
-        if name.endswith(INT8_SCALE_SUFFIX):
+        if name.endswith(INT8_SCALE_SUFFIX) or name.startswith(EXTRA_TENSOR_PREFIX):
             continue
         scale = tensors.get(name + INT8_SCALE_SUFFIX)
         if scale is not None:
@@ -465,6 +517,34 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         )
     model = _build_model(state, card, weights)
     return LoadedCheckpoint(model.to(device).eval(), card, weights)
+
+
+def read_class_centres(path: str | Path) -> tuple[torch.Tensor, list[str]] | None:
+    """The class centres ((C, D) float32) and identity names a training export carries for
+    closed-set accuracy, or None when the checkpoint has none. Raises CheckpointError when the
+    tensor and the card's names disagree."""
+    weights = _resolve(path)
+    if weights.suffix != ".safetensors":
+        return None
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    entry = read_card(weights).training.get(CLOSED_SET_KEY)
+    try:
+        with safe_open(str(weights), framework="pt", device="cpu") as reader:
+            keys = set(reader.keys())  # noqa: SIM118
+            centres = reader.get_tensor(CENTRES_TENSOR) if CENTRES_TENSOR in keys else None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{weights} is not a readable safetensors file ({exc})") from None
+    if centres is None or not isinstance(entry, dict):
+        return None
+    names = [str(n) for n in entry.get("identities", [])]
+    if centres.ndim != 2 or centres.shape[0] != len(names):
+        raise CheckpointError(
+            f"{weights}: {CENTRES_TENSOR} has shape {tuple(centres.shape)} but the card names "
+            f"{len(names)} identities; export the run again"
+        )
+    return centres.float(), names
 
 
 def read_card(path: str | Path) -> ModelCard:

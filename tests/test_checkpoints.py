@@ -13,12 +13,16 @@ import torch.nn.functional as F
 from safetensors.torch import safe_open, save_file
 
 from fmr.checkpoints import (
+    CENTRES_TENSOR,
+    CLOSED_SET_KEY,
+    EXTRA_TENSOR_PREFIX,
     INT8_SCALE_SUFFIX,
     ModelCard,
     dequantise_int8,
     load_checkpoint,
     quantise_int8,
     read_card,
+    read_class_centres,
     save_checkpoint,
     update_card,
 )
@@ -156,6 +160,43 @@ def test_update_card_rewrites_json_and_metadata_not_weights(tmp_path, small_mode
         update_card(path, thresholds={})
     with pytest.raises(ValueError, match="calibration"):
         update_card(path, calibration="0.3")
+
+
+def test_class_centres_ride_beside_the_backbone(tmp_path, small_model, images, monkeypatch):
+    centres = torch.randn(3, 512)
+    names = ["celeba-1", "lfw-A", "lfw-B"]
+    path = save_checkpoint(tmp_path / "run" / "best", small_model, card(notes="Trained."),
+                           class_centres=(centres, names))
+    loaded = load_checkpoint(path)  # the backbone loader sets the extra tensor aside
+    assert torch.allclose(embed(loaded.model, images), embed(small_model, images), atol=1e-2)
+    assert loaded.card.training[CLOSED_SET_KEY]["identities"] == names
+    assert "only for closed-set accuracy" in loaded.card.notes
+    stored, stored_names = read_class_centres(path)
+    assert torch.equal(stored, centres) and stored_names == names
+    update_card(path, metrics={"x": 1.0})  # rewriting the card keeps them
+    assert torch.equal(read_class_centres(path)[0], centres)
+
+    # Re-exported without them (fmr export --safetensors): no centres, no card entry, no note.
+    again = save_checkpoint(tmp_path / "again", loaded.model, loaded.card)
+    assert read_class_centres(again) is None
+    assert CLOSED_SET_KEY not in read_card(again).training
+    assert read_card(again).notes == "Trained."
+    with safe_open(str(again), framework="pt") as reader:
+        assert not any(k.startswith(EXTRA_TENSOR_PREFIX) for k in reader.keys())  # noqa: SIM118
+
+    # Never into the shipped checkpoint folder.
+    monkeypatch.setenv("FMR_CHECKPOINT_DIR", str(tmp_path / "shipped"))
+    with pytest.raises(CheckpointError, match="never go into the shipped"):
+        save_checkpoint(tmp_path / "shipped" / "m", small_model, card(),
+                        class_centres=(centres, names))
+    assert not (tmp_path / "shipped" / "m.safetensors").exists()
+
+
+def test_no_shipped_checkpoint_carries_class_centres(repo_root):
+    for path in sorted((repo_root / "checkpoints").glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as reader:
+            assert CENTRES_TENSOR not in set(reader.keys()), path  # noqa: SIM118
+        assert CLOSED_SET_KEY not in read_card(path).training, path
 
 
 def test_card_dict_round_trip():

@@ -319,3 +319,76 @@ def test_angles_to_centres():
     angles = angles_to_centres(e, np.array([0, 1, -1]), centres)
     assert angles[0] == pytest.approx(45.0) and angles[1] == pytest.approx(0.0)
     assert math.isnan(angles[2])
+
+
+# ----------------------------------------------------------------------------- closed set
+def _separable_points():
+    """Three classes of 2-D points around the directions 0, 120 and 240 degrees, four points
+    each, spread +-20 degrees: every point is nearest its own class mean."""
+    angles, labels = [], []
+    for c, centre in enumerate((0.0, 120.0, 240.0)):
+        for offset in (-20.0, -5.0, 5.0, 20.0):
+            angles.append(np.radians(centre + offset))
+            labels.append(c)
+    points = np.stack([np.cos(angles), np.sin(angles)], axis=1) * 3.0  # any norm
+    return points, np.array(labels)
+
+
+def test_class_centres_are_the_normalised_class_means():
+    points, labels = _separable_points()
+    centres = m.class_centres(points, labels)
+    assert centres.shape == (3, 2)
+    np.testing.assert_allclose(np.linalg.norm(centres, axis=1), 1.0)
+    np.testing.assert_allclose(centres[1], [math.cos(math.radians(120)),
+                                            math.sin(math.radians(120))], atol=1e-12)
+    with pytest.raises(ValueError, match="without embeddings"):
+        m.class_centres(points, labels, num_classes=4)
+
+
+def test_closed_set_accuracy_on_separable_points_is_perfect():
+    points, labels = _separable_points()
+    result = m.closed_set_accuracy(points, labels, m.class_centres(points, labels))
+    assert (result.top1, result.top5) == (1.0, 1.0)
+    assert (result.images, result.identities, result.classes) == (12, 3, 3)
+
+
+def test_a_point_across_the_boundary_costs_top1_not_top5():
+    points, labels = _separable_points()
+    centres = m.class_centres(points, labels)
+    # Point 0 (class 0, at -20 deg) moved to 100 deg: nearest centre is class 1's (120 deg).
+    moved = points.copy()
+    moved[0] = [math.cos(math.radians(100)), math.sin(math.radians(100))]
+    similarities = m.centre_similarities(moved, centres)
+    assert similarities.shape == (12, 3)
+    assert m.true_class_rank(similarities, labels)[0] == 1
+    result = m.closed_set_accuracy(moved, labels, centres)
+    assert result.top1 == pytest.approx(11 / 12)
+    assert result.top5 == 1.0
+    assert m.top_k_accuracy(similarities, labels, k=2) == 1.0
+
+
+def test_top_k_with_more_classes_and_ties():
+    # One embedding, six centres: the true class (0) is fourth best.
+    centre_angles = np.radians([40.0, 0.0, 10.0, 20.0, 90.0, 180.0])
+    centres = np.stack([np.cos(centre_angles), np.sin(centre_angles)], axis=1)
+    similarities = m.centre_similarities([[1.0, 0.0]], centres)
+    assert m.true_class_rank(similarities, [0]).tolist() == [3]
+    assert [m.top_k_accuracy(similarities, [0], k) for k in (1, 3, 4, 5)] == [0, 0, 1, 1]
+    # A model that scores every class alike ranks the true class last, never first.
+    flat = np.zeros((2, 6))
+    assert m.true_class_rank(flat, [0, 5]).tolist() == [5, 5]
+    assert m.top_k_accuracy(flat, [0, 5], k=5) == 0.0
+
+
+def test_closed_set_inputs_are_checked():
+    points, labels = _separable_points()
+    centres = m.class_centres(points, labels)
+    with pytest.raises(ValueError, match="class ids"):
+        m.closed_set_accuracy(points, labels + 1, centres)
+    with pytest.raises(ValueError, match="dimensions"):
+        m.closed_set_accuracy(points, labels, np.ones((3, 4)))
+    with pytest.raises(ValueError, match="all-zero"):
+        m.closed_set_accuracy(np.zeros((12, 2)), labels, centres)
+    # Blocks give the same answer as one product.
+    assert m.closed_set_accuracy(points, labels, centres, block_size=5) == \
+        m.closed_set_accuracy(points, labels, centres)

@@ -152,3 +152,81 @@ def test_prepare_errors_are_clear(tmp_path, capsys):
     assert fmr_main(["prepare", str(lonely.parent), "--preset", "original",
                      "--out", str(tmp_path / "y"), "--quiet"]) == 2
     assert "no photos found" in capsys.readouterr().err
+
+
+def _eval_person(shared_data: Path, at_least: int = 3) -> str:
+    from fmr.data.splits import evaluation_people
+
+    return next(p for p in sorted(evaluation_people(shared_data))
+                if len(list((shared_data / "lfw" / "images" / p).glob("*.jpg"))) >= at_least)
+
+
+def test_training_side_folder_holds_no_evaluation_person(shared_data, tmp_path):
+    from fmr.data.splits import (
+        EvaluationPeople,
+        link_identity_folder,
+        training_side_identities,
+    )
+
+    split = shared_split(shared_data)
+    identities = training_side_identities(shared_data, min_photos=10)
+    assert any(k.startswith("celeba-") for k in identities)
+    assert any(k.startswith("lfw-") for k in identities)
+    assert all(len(v) >= 10 for v in identities.values())
+    people = EvaluationPeople(shared_data)
+    for key, photos in identities.items():
+        assert people.identity(key, photos) is None, key
+    validation = {k.split("/", 1)[1] for k in split.validation}
+    assert not {k.removeprefix("celeba-") for k in identities} & validation
+    few = dict(list(identities.items())[:2])
+    out = link_identity_folder(few, tmp_path / "side")
+    assert sorted(p.name for p in out.iterdir()) == sorted(few)
+    link = next((out / next(iter(few))).iterdir())
+    assert link.is_symlink() and link.resolve() in {p.resolve() for p in next(iter(few.values()))}
+
+
+def test_original_preset_leaves_out_evaluation_people(shared_data, tmp_path):
+    """Evaluation people under any disguise (a folder named after them, links renamed, copies
+    with LFW names) never enter the plan of a source from the shared data, nor the pack."""
+    from fmr.data.prepare import PrepareOptions, plan_original
+
+    person = _eval_person(shared_data)
+    lfw = shared_data / "lfw" / "images"
+    source = tmp_path / "source"
+    celeba = sorted(p for p in (shared_data / "celeba299" / "images").iterdir()
+                    if len(list(p.iterdir())) >= 6)[:2]
+    for folder in celeba:  # two training-side identities, linked
+        (source / f"celeba-{folder.name}").mkdir(parents=True)
+        for photo in sorted(folder.iterdir())[:5]:
+            (source / f"celeba-{folder.name}" / photo.name).symlink_to(photo)
+    photos = sorted((lfw / person).iterdir())
+    (source / f"lfw-{person}").mkdir()  # named after the person
+    (source / f"lfw-{person}" / photos[0].name).symlink_to(photos[0])
+    (source / "someone").mkdir()  # a harmless name, links renamed: found by where they lead
+    (source / "someone" / "a.jpg").symlink_to(photos[1])
+    (source / "copied").mkdir()  # a plain copy that keeps LFW's file name
+    shutil.copy(photos[2], source / "copied" / photos[2].name)
+    disguised = {f"lfw-{person}", "someone", "copied"}
+
+    plan = plan_original(PrepareOptions("original", tmp_path / "o", source))
+    assert plan.description["evaluation_people_excluded"] is True  # links into the shared data
+    assert {p.identity for p in plan.images} == {f"celeba-{f.name}" for f in celeba}
+    assert {d["name"] for d in plan.dropped} == disguised
+    assert all("pair folds 6-10" in d["reason"] for d in plan.dropped)
+    # --no-exclude-evaluation-people is the only way to keep them
+    kept = plan_original(PrepareOptions("original", tmp_path / "o", source,
+                                        exclude_evaluation_people=False))
+    assert disguised <= {p.identity for p in kept.images}
+
+    # The whole command: the pack's classes and validation identities hold no evaluation person.
+    out = tmp_path / "pack"
+    code = fmr_main(["prepare", str(source), "--preset", "original", "--out", str(out),
+                     "--quiet", "--min-masked", "2", "--max-images-per-identity", "4",
+                     "--val-fraction", "0.25"])
+    assert code == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert set(meta["classes"]) == {f"celeba-{f.name}" for f in celeba}
+    assert set(meta["validation_identities"]) <= set(meta["classes"])
+    manifest = _rows(out / "manifest.csv")
+    assert not any(person in Path(r["input"]).resolve().parts for r in manifest)
+    assert {r["name"] for r in _rows(out / "dropped.csv") if r["what"] == "identity"} >= disguised

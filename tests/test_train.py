@@ -145,6 +145,8 @@ def test_train_resume_nan_stop_and_verify(pack, tmp_path, photos_dir, capsys):
     assert -1.0 <= card["calibration"]["threshold"] <= 1.0
     assert card["training"]["data"]["kind"] == "pack"
     assert card["training"]["data"]["teacher"]["dimension"] == 128
+    # a shared-preset pack has no held-out split: no closed-set accuracy, no class centres
+    assert "closed_set" not in card["metrics"] and "closed_set" not in card["training"]
     capsys.readouterr()
     photo_a, photo_b = sorted((photos_dir / "obama").iterdir())[:2]
     code = fmr_main(

@@ -31,7 +31,16 @@ identities: fmr.data.splits.shared_split), sets the threshold for --target-far a
 calibration in each checkpoint's model card (checkpoints/dlib_reference.json for dlib);
 --calibrate-only stops there.
 
+--closed-set PACK (with --checkpoint) measures closed-set identification instead: each
+held-out photo of a pack with a held-out split (fmr prepare --preset original) is assigned
+the nearest class centres by cosine, top-1 and top-5, unmasked, with a surgical mask (a
+training style) and with KN95 from the warp renderer (a style and renderer training never
+uses). The checkpoint must be a train.py export on that same pack: it carries the class
+centres and the identity names (never shipped checkpoints). Masks are seeded with
+--mask-seed, by default the run's own --val-mask-seed, so the numbers match its log.
+
 examples:
+  fmr eval --closed-set data/original-pack --checkpoint runs/r18h-seed0/best.safetensors
   fmr eval --backbone dlib --out runs/eval-dlib
   fmr eval --backbone dlib --mask-second surgical --mask-renderer warp --out runs/eval-dlib
   fmr eval --checkpoint runs/iresnet18-x/best.safetensors --calibrate --out runs/eval-r18
@@ -67,10 +76,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fmr: the renderer training uses; warp: a homography renderer training never sees",
     )
     parser.add_argument(
-        "--mask-seed", type=int, default=0, help="seed of the per-image masks (default 0)"
+        "--mask-seed", type=int, default=None,
+        help="seed of the per-image masks (default 0; --closed-set: the run's --val-mask-seed)",
     )
     add_multi_face_argument(parser, default="center", note=", as LFW centres it")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--out", metavar="DIR",
+                        help="output folder (required; with --closed-set optional: it then "
+                        "receives closed_set.json)")
+    parser.add_argument(
+        "--closed-set", metavar="PACK",
+        help="closed-set top-1/top-5 of --checkpoint on the held-out photos of PACK (a pack "
+        "from fmr prepare --preset original, the one the checkpoint was trained on)")
     parser.add_argument(
         "--calibrate", action="store_true", help="calibrate on the validation split first"
     )
@@ -188,6 +204,12 @@ def run(args: argparse.Namespace) -> int:
     from fmr import __version__
     from fmr.errors import FmrError
 
+    if args.closed_set:
+        return _closed_set(args)
+    if not args.out:
+        raise FmrError("--out DIR is required (where the metrics and reports go)")
+    if args.mask_seed is None:
+        args.mask_seed = 0
     if not 0.0 < args.target_far < 1.0:
         raise FmrError(
             f"--target-far {args.target_far}: a false accept rate between 0 and 1, e.g. 1e-3"
@@ -294,4 +316,80 @@ def run(args: argparse.Namespace) -> int:
         _record(report, specs, condition_name)
     print(summary_table(report))
     print(f"fmr eval: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    return 0
+
+
+def _closed_set(args) -> int:
+    """`--closed-set PACK --checkpoint FILE`: see DESCRIPTION."""
+    import json
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    from fmr.checkpoints import load_checkpoint, read_class_centres
+    from fmr.data.pack import held_out_classes, is_pack, read_meta, read_validation
+    from fmr.errors import FmrError
+    from fmr.train.device import choose_policy
+    from fmr.train.validation import ClosedSetConditions
+    from fmr.verify.lookup import resolve_checkpoint
+
+    if not args.checkpoint:
+        raise FmrError("--closed-set needs --checkpoint FILE: a train.py export "
+                       "(runs/<run>/best.safetensors) trained on that pack")
+    pack = Path(args.closed_set).expanduser()
+    if not is_pack(pack):
+        raise FmrError(f"{pack}: not an fmr pack (no meta.json from fmr prepare)")
+    meta = read_meta(pack)
+    validation = read_validation(pack)
+    held_out = None if validation is None else held_out_classes(meta, validation.labels)
+    if held_out is None:
+        raise FmrError(
+            f"{pack}: no held-out split (preset {meta.get('preset')!r}): closed-set accuracy "
+            "needs held-out photos of the training identities (fmr prepare --preset original)")
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    stored = read_class_centres(checkpoint)
+    if stored is None:
+        raise FmrError(
+            f"{checkpoint}: carries no class centres; only train.py exports of a run on a pack "
+            "with a held-out split (fmr prepare --preset original) have them, never shipped "
+            "checkpoints")
+    centres, names = stored
+    if names != held_out.names:
+        only_model = sorted(set(names) - set(held_out.names))
+        only_pack = sorted(set(held_out.names) - set(names))
+        detail = (f"{len(only_model)} only in the checkpoint (e.g. {only_model[:3]}), "
+                  f"{len(only_pack)} only in the pack (e.g. {only_pack[:3]})"
+                  if only_model or only_pack else "the same names in another order")
+        raise FmrError(
+            f"{checkpoint} was trained on {len(names)} identities that differ from the "
+            f"{len(held_out.names)} classes of {pack} ({detail}); give the pack it was "
+            "trained on")
+    loaded = load_checkpoint(checkpoint)
+    recipe = loaded.card.training.get("recipe", {})
+    seed = args.mask_seed if args.mask_seed is not None else int(
+        recipe.get("val_mask_seed", 0) if isinstance(recipe, dict) else 0)
+    policy = choose_policy(torch.device("cpu"), "fp32", compile=False)
+    crops = torch.from_numpy(validation.images).permute(0, 3, 1, 2).contiguous()
+    conditions = ClosedSetConditions(
+        crops, seed, policy.device,
+        report=lambda message: print(f"fmr eval: {message}", file=sys.stderr))
+    result = conditions.accuracy(loaded.model, centres, held_out, policy)
+    result.update(checkpoint=str(checkpoint), pack=str(pack), mask_seed=seed,
+                  architecture=loaded.card.architecture)
+    print(f"closed-set accuracy of {checkpoint} ({loaded.card.architecture}) on {pack}: "
+          f"{result['images']} held-out photos of {result['identities']} identities, "
+          f"{result['classes']} class centres, mask seed {seed}")
+    print(f"{'condition':<12}{'top-1':>9}{'top-5':>9}")
+    for condition in ("unmasked", "surgical", "kn95_warp"):
+        if condition in result:
+            row = result[condition]
+            print(f"{condition:<12}{row['top1']:>9.2%}{row['top5']:>9.2%}")
+        elif condition in result.get("skipped", {}):
+            print(f"{condition:<12}  skipped: {result['skipped'][condition]}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "closed_set.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(f"fmr eval: wrote {out / 'closed_set.json'}", file=sys.stderr)
     return 0

@@ -18,7 +18,10 @@ presets:
             enter the pack. Crops are JPEG at the highest quality that fits --max-mib (32 MiB).
   original  the recipe of the project fmr grew from, on SOURCE = one sub-folder per identity:
             one masked copy per photo, identities with >= --min-masked masked images, 90/10
-            split per identity, rotation and flip augmentation.
+            split per identity, rotation and flip augmentation. When SOURCE is (a part of)
+            the shared data, LFW people of pair folds 6-10 are left out
+            (--exclude-evaluation-people; scripts/training_side_folder.py lays out the
+            shared data's training-side people as such a folder).
 
 Writes manifest.csv (every photo: ok or failed, and why) and dropped.csv (photos, identities and
 pairs left out, and why) into --out, and prints a summary line. Detection results and teacher
@@ -28,6 +31,8 @@ The same --seed gives the same pack, whatever --workers.
 examples:
   fmr prepare --preset shared --teacher dlib --workers 2 --out data/shared-pack
   fmr prepare ~/photos --preset original --min-masked 5 --out data/my-pack
+  python scripts/training_side_folder.py --min-photos 10 --out data/training-side
+  fmr prepare data/training-side --preset original --workers 2 --out data/original-pack
 """
 
 
@@ -78,6 +83,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rotation", type=float, default=10.0, metavar="DEG",
                         help="original: rotation of the augmented copies, degrees (default 10)")
     parser.add_argument(
+        "--exclude-evaluation-people", action=argparse.BooleanOptionalAction, default=None,
+        help="original: leave out identities that are (or show) LFW people of pair folds 6-10, "
+        "the evaluation set (default: on when SOURCE or a photo in it, links resolved, lies in "
+        "the shared data folder)")
+    parser.add_argument(
         "--canvases", action="store_true",
         help="shared: also store each training face on a wider, sharper canvas with dlib's chip "
         "geometry (canvas.rec, chips.npy; about 150 MB), for `train.py --distill-targets "
@@ -117,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         rotation=args.rotation,
         canvases=args.canvases,
         progress=not args.quiet,
+        exclude_evaluation_people=args.exclude_evaluation_people,
     )
     result = prepare(options)
     print(f"fmr prepare: done in {result.seconds:.0f} s", flush=True)

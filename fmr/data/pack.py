@@ -16,7 +16,8 @@ A pack is a folder (written by `fmr prepare`, read by `train.py --data`):
   dlib's 150x150 chip pixels to template coordinates: what an online teacher needs to see the
   same augmented view as the student.
 - `val.rec` + `val.idx`: validation crops, same layout; labels index `meta.json`'s
-  `validation_identities`.
+  `validation_identities`. In an `original`-preset pack these are held-out photos of the
+  pack's own classes (`held_out_classes` maps them to class ids, for closed-set accuracy).
 - `val_pairs.txt`: one `i j same` line per validation pair (0-based positions in `val.rec`,
   same = 1 or 0).
 - `manifest.csv`, `dropped.csv`: what `fmr prepare` did with every photo and identity, and why.
@@ -223,3 +224,48 @@ def read_canvases(path: str | os.PathLike, num_images: int, size: int) -> Canvas
             "training images; run `fmr prepare --canvases` again"
         )
     return Canvases(records, chips.astype(np.float32), int(size))
+
+
+HELD_OUT_PRESETS = ("original",)  # packs whose validation photos are held out of their classes
+
+
+@dataclass
+class HeldOutClasses:
+    """The validation photos of a pack with a held-out split, as class ids.
+
+    class_ids: (N,) int64, the class (index into `names`) of each validation image, in val.rec
+    order. names: the pack's classes (meta.json `classes`), C identity names."""
+
+    class_ids: np.ndarray
+    names: list[str]
+
+    @property
+    def identities(self) -> int:
+        return int(np.unique(self.class_ids).size)
+
+
+def held_out_classes(meta: dict, validation_labels: np.ndarray) -> HeldOutClasses | None:
+    """Map a pack's validation labels (indices into `validation_identities`) to its classes.
+
+    Returns None when the pack has no held-out split (its preset is not one of
+    `HELD_OUT_PRESETS`: its validation people are not its classes). Raises DataError when a
+    validation identity is not a class or a label is out of range."""
+    if meta.get("preset") not in HELD_OUT_PRESETS:
+        return None
+    names = [str(n) for n in meta.get("classes", [])]
+    validation = [str(n) for n in meta.get("validation_identities", [])]
+    class_of = {name: i for i, name in enumerate(names)}
+    missing = [n for n in validation if n not in class_of]
+    if missing:
+        raise DataError(
+            f"validation identities that are not classes of the pack: {missing[:5]}; the "
+            "pack is inconsistent, run `fmr prepare` again"
+        )
+    labels = np.asarray(validation_labels, dtype=np.int64).reshape(-1)
+    if labels.size and (labels.min() < 0 or labels.max() >= len(validation)):
+        raise DataError(
+            f"validation labels run from {int(labels.min())} to {int(labels.max())} but the "
+            f"pack names {len(validation)} validation identities; run `fmr prepare` again"
+        )
+    mapping = np.asarray([class_of[n] for n in validation], dtype=np.int64)
+    return HeldOutClasses(mapping[labels] if labels.size else labels, names)

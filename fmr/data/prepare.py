@@ -12,7 +12,9 @@ Two presets:
   per identity: align each photo, draw one synthetic mask on a copy (`fmr.masks.mask_aligned`,
   training styles), keep identities with at least `--min-masked` masked images, split 90/10 per
   identity (validation pairs from the held-out 10%), and augment the training part by rotation
-  and horizontal flip.
+  and horizontal flip. When the photos are (a part of) the shared data, the LFW people of pair
+  folds 6-10 are left out (`--exclude-evaluation-people`, on by default there; see
+  `plan_original`).
 
 Every photo goes through fmr's one face path (`find_face` -> `align_face`). Detection results
 (and teacher descriptors) are cached per photo in a JSONL file keyed by path, size and mtime, so
@@ -74,6 +76,9 @@ class PrepareOptions:
     canvases: bool = False  # shared: wide canvases + dlib chip geometry for consistent targets
     canvas_quality: int = 90
     progress: bool = True
+    # original: leave out LFW evaluation people (pair folds 6-10). None: when the source (or
+    # a photo in it, links resolved) lies inside the shared data folder.
+    exclude_evaluation_people: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,7 @@ class Plan:
     images: list[PlannedImage]
     validation_pairs: list[tuple[Path, Path, bool]] = field(default_factory=list)
     description: dict = field(default_factory=dict)
+    dropped: list[dict] = field(default_factory=list)  # left out while planning (dropped.csv)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,21 +174,69 @@ def plan_original(options: PrepareOptions) -> Plan:
     if not root.is_dir():
         raise DataError(f"{root}: not a folder (expected one sub-folder of photos per identity)")
     folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if options.max_identities is not None:
-        rng = random.Random(options.seed)
-        folders = sorted(rng.sample(folders, min(len(folders), options.max_identities)))
-    policy = "largest" if options.multi_face == "auto" else options.multi_face
-    images: list[PlannedImage] = []
-    for folder in folders:
-        files = [
+    photos = {
+        folder: _limit_images([
             f for f in folder.rglob("*")
             if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
-        ]
-        for path in _limit_images(files, options.max_images_per_identity):
+        ], options.max_images_per_identity)
+        for folder in folders
+    }
+    description = {"data_root": str(root)}
+    dropped = _exclude_evaluation_people(options, root, photos, description)
+    if options.max_identities is not None:
+        rng = random.Random(options.seed)
+        kept = list(photos)
+        kept = set(rng.sample(kept, min(len(kept), options.max_identities)))
+        photos = {folder: files for folder, files in photos.items() if folder in kept}
+    description["identities_planned"] = len(photos)
+    policy = "largest" if options.multi_face == "auto" else options.multi_face
+    images: list[PlannedImage] = []
+    for folder, files in photos.items():
+        for path in files:
             images.append(PlannedImage(path, folder.name, "train", policy))
     if not images:
         raise DataError(f"{root}: no photos found in its sub-folders (one sub-folder per identity)")
-    return Plan(images, [], {"data_root": str(root), "identities_planned": len(folders)})
+    return Plan(images, [], description, dropped)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def _exclude_evaluation_people(options: PrepareOptions, root: Path,
+                               photos: dict[Path, list[Path]], description: dict) -> list[dict]:
+    """Drop (from `photos`, in place) every identity that is or shows an LFW person of pair
+    folds 6-10, when `options.exclude_evaluation_people` says so (None: when `root` or any of
+    its photos, links resolved, lies inside the shared data folder). Returns dropped.csv rows
+    and records what it did in `description`."""
+    from fmr.data.splits import EvaluationPeople
+    from fmr.settings import data_dir
+
+    shared = data_dir()
+    exclude = options.exclude_evaluation_people
+    if exclude is None:
+        exclude = _inside(root, shared) or any(
+            _inside(p, shared) for files in photos.values() for p in files)
+    description["evaluation_people_excluded"] = bool(exclude)
+    if not exclude:
+        return []
+    people = EvaluationPeople(shared)
+    dropped = []
+    for folder in list(photos):
+        person = people.identity(folder.name, photos[folder])
+        if person is not None:
+            del photos[folder]
+            dropped.append({
+                "what": "identity", "name": folder.name, "identity": folder.name,
+                "reason": f"LFW evaluation person ({person}, pair folds 6-10): never trained on",
+            })
+    description["evaluation_identities_left_out"] = len(dropped)
+    description["evaluation_folds"] = "LFW pairs.txt folds 6-10 (their people never in this pack)"
+    return dropped
 
 
 # ---------------------------------------------------------------------------------------------
@@ -476,7 +530,7 @@ def prepare(options: PrepareOptions) -> PrepareResult:
 
 
 def _assemble(options: PrepareOptions, plan: Plan, items, results, out: Path) -> dict:
-    dropped: list[dict] = []
+    dropped: list[dict] = list(plan.dropped)
     train: dict[str, list[_Entry]] = {}
     validation: dict[str, list[_Entry]] = {}
     masked_counts: dict[str, int] = {}

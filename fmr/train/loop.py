@@ -13,8 +13,10 @@ except every `--log-every` steps, when the running sums are logged and `--time-b
 re-plans the length of the schedule (`StepBudget`).
 
 After each epoch (`Training.end_of_epoch`, rank 0): validation on the held-out pairs (unmasked
-and masked), an export of the best model so far (`<out>/best.safetensors` + `best.json`,
-calibrated on the validation pairs; `Training.export`), and a resumable training state
+and masked; on a pack with a held-out split also closed-set top-1/top-5 against the class
+centres, `fmr.train.validation`), an export of the best model so far
+(`<out>/best.safetensors` + `best.json`, calibrated on the validation pairs, with the class
+centres on such a pack; `Training.export`), and a resumable training state
 (`<out>/checkpoints/step-N.pt`; `Training.save`). A non-finite loss stops the run with a
 message; the last state on disk is the last good one.
 """
@@ -43,6 +45,7 @@ from fmr.train.device import CompiledForward, DevicePolicy, choose_policy
 from fmr.train.runlog import RunLogger
 from fmr.train.schedule import make_scheduler
 from fmr.train.state import load_state, resolve_resume, restore_rng, rng_state, save_state
+from fmr.train.validation import CLOSED_SET_CONDITIONS
 
 LICENCE_NOTE = (
     "Research and demonstration only: trained on research face datasets (e.g. LFW, UMass "
@@ -302,6 +305,24 @@ def open_data(config: TrainConfig, ctx: distributed.Context) -> RunData:
     return RunData(dataset, validation, canvases, online, use_teacher)
 
 
+def held_out_split(data: RunData):
+    """The pack's held-out split as class ids (`fmr.data.pack.HeldOutClasses`) when its
+    validation photos are held-out photos of its own classes (`fmr prepare --preset original`)
+    and come from the same pack; else None (no closed-set accuracy, no centres exported)."""
+    from fmr.data.pack import held_out_classes
+
+    dataset, validation = data.dataset, data.validation
+    if validation is None or dataset.kind != "pack":
+        return None
+    if Path(validation.source).resolve() != Path(dataset.path).resolve():
+        return None  # --val from elsewhere: its labels are another pack's people
+    held_out = held_out_classes(dataset.meta, validation.labels)
+    if held_out is not None and len(held_out.names) != dataset.num_classes:
+        raise FmrError(f"{dataset.path}: meta.json names {len(held_out.names)} classes but "
+                       f"train.rec has {dataset.num_classes}; run `fmr prepare` again")
+    return held_out
+
+
 @dataclass
 class Progress:
     """What a run has done so far; saved in every training state.
@@ -392,8 +413,13 @@ class Training:
             self.model = nn.parallel.DistributedDataParallel(
                 self.module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
         self.validator = None
+        self.held_out = None
         if data.validation is not None:
-            self.validator = Validator(data.validation, self.policy, config.val_mask_seed)
+            self.held_out = held_out_split(data)
+            self.validator = Validator(
+                data.validation, self.policy, config.val_mask_seed, held_out=self.held_out,
+                report=lambda message: (self.log.event("closed_set_skipped", message=message),
+                                        print(f"train: {message}", file=sys.stderr)))
         self.augment = AugmentSettings.from_config(config)
         self.generator = torch.Generator(device=ctx.device)
         self.description = data.dataset.describe()
@@ -670,19 +696,27 @@ class Training:
         self.save("epoch")
 
     def validate(self, epoch: int, row: dict) -> dict:
-        result = self.validator.evaluate(self.module.backbone)
+        centres = self.module.head.weight if self.held_out is not None else None
+        result = self.validator.evaluate(self.module.backbone, centres=centres)
         row["val_unmasked_accuracy"] = result["unmasked"]["accuracy"]
         row["val_masked_accuracy"] = result.get("masked", {}).get("accuracy")
         row["val_unmasked_tar"] = result["unmasked"]["tar_at_far_1e-3"]
         row["val_masked_tar"] = result.get("masked", {}).get("tar_at_far_1e-3")
         row["val_score"] = result["score"]
+        closed = {}
+        for condition in CLOSED_SET_CONDITIONS:
+            for k in ("top1", "top5"):
+                value = result.get("closed_set", {}).get(condition, {}).get(k)
+                if value is not None:
+                    row[f"val_{k}_{condition}"] = value
+                    closed[f"closed_set_{k}_{condition}"] = value
         self.log.event("val", step=self.progress.step, epoch=epoch + 1, hours=row["hours"],
                        **result)
         self.log.scalars(self.progress.step, "val", {
             "unmasked_accuracy": row["val_unmasked_accuracy"],
             "masked_accuracy": row["val_masked_accuracy"],
             "unmasked_tar_far1e-3": row["val_unmasked_tar"],
-            "masked_tar_far1e-3": row["val_masked_tar"]})
+            "masked_tar_far1e-3": row["val_masked_tar"], **closed})
         return result
 
     def export(self, selected: dict, calibration: dict, calibration_masked: dict) -> Path:
@@ -699,6 +733,15 @@ class Training:
             "(all pairs; ties: later)"
             if self.validator is not None else "last epoch (no validation pairs)",
         }
+        centres = None
+        if self.held_out is not None and selected.get("closed_set"):
+            metrics["closed_set"] = {
+                **selected["closed_set"], "epoch": selected["epoch"],
+                "measured_on": f"the held-out photos of this run's pack ({self.config.data}: "
+                "fmr prepare --preset original, a split per identity) against the class "
+                "centres of the same model (the margin head's weights); top-1/top-5 by cosine",
+            }
+            centres = (self.module.head.weight, self.held_out.names)
         card = ModelCard(
             name=f"{config.backbone} {self.out.name}",
             architecture=config.backbone,
@@ -722,7 +765,7 @@ class Training:
             licence=LICENCE_NOTE,
         )
         path = save_checkpoint(self.out / "best", self.module.backbone, card,
-                               storage=config.storage)
+                               storage=config.storage, class_centres=centres)
         self.log.event("export", step=self.progress.step, path=str(path),
                        selected=metrics["selected"])
         return path
@@ -759,4 +802,8 @@ def _epoch_line(epoch: int, planned_epochs: int, stats: dict, row: dict,
         if "masked" in result:
             line += f" masked {result['masked']['tar_at_far_1e-3']:.4f}"
         line += f" (accuracy {result['unmasked']['accuracy']:.4f})"
+        closed = result.get("closed_set")
+        if closed:
+            line += ", closed-set top-1 " + " ".join(
+                f"{c} {closed[c]['top1']:.4f}" for c in CLOSED_SET_CONDITIONS if c in closed)
     return line

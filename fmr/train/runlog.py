@@ -3,7 +3,8 @@
 - `log.jsonl`: one object per event: {"kind": "train", step, epoch, loss, ...} every
   `--log-every` steps, {"kind": "val", ...} after each epoch's validation, plus "start",
   "checkpoint", "export" and "stop" events. Appended, so a resumed run continues the file.
-- `epochs.csv`: one row per epoch (the numbers a plot needs).
+- `epochs.csv`: one row per epoch (the numbers a plot needs; closed-set top-1/top-5 per
+  condition on packs with a held-out split).
 - `tensorboard/`: the same scalars as TensorBoard events (`tensorboard --logdir runs/`).
 Only rank 0 logs; other ranks get a logger that does nothing.
 """
@@ -19,6 +20,9 @@ from pathlib import Path
 EPOCH_COLUMNS = (
     "epoch", "step", "lr", "loss", "margin_loss", "distill_loss", "angle_deg", "train_accuracy",
     "images_per_s", "val_unmasked_accuracy", "val_masked_accuracy", "val_score", "seconds",
+    # closed-set accuracy on a pack's held-out split (empty for other packs)
+    "val_top1_unmasked", "val_top5_unmasked", "val_top1_surgical", "val_top5_surgical",
+    "val_top1_kn95_warp", "val_top5_kn95_warp",
 )
 
 
@@ -58,11 +62,15 @@ class RunLogger:
             return
         path = self.out / "epochs.csv"
         new = not path.exists()
+        columns = EPOCH_COLUMNS
+        if not new:  # a resumed run keeps the columns its file started with
+            with open(path, newline="", encoding="utf-8") as handle:
+                columns = tuple(next(csv.reader(handle), EPOCH_COLUMNS))
         with open(path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=EPOCH_COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             if new:
                 writer.writeheader()
-            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in EPOCH_COLUMNS})
+            writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in columns})
 
     def close(self) -> None:
         if self._tb is not None:

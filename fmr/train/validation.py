@@ -23,11 +23,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fmr.data.pack import ValidationSet
+from fmr.data.pack import HeldOutClasses, ValidationSet
 from fmr.train.device import DevicePolicy
 
 EMBED_BATCH = 256
 VAL_FAR = 1e-3
+CLOSED_SET_CONDITIONS = {
+    "unmasked": "the held-out photos as they are",
+    "surgical": "surgical mask, fmr renderer (a training style), fixed seed",
+    "kn95_warp": "KN95 mask, warp renderer on the template landmarks (a style and a renderer "
+    "training never uses), fixed seed",
+}
 
 
 def masked_copies(images: torch.Tensor, seed: int) -> torch.Tensor:
@@ -36,6 +42,66 @@ def masked_copies(images: torch.Tensor, seed: int) -> torch.Tensor:
 
     generator = torch.Generator().manual_seed(seed)
     return mask_batch(images, 1.0, generator=generator)
+
+
+def warp_kn95_copies(crops: np.ndarray, seed: int) -> np.ndarray:
+    """KN95 from the warp renderer on every aligned crop of uint8 (N, H, W, 3), image i with
+    seed (seed, i), on the template's landmarks (no dlib). Raises ImportError or FmrError when
+    the renderer cannot run here."""
+    from fmr.masks import mask_aligned
+
+    out = np.empty_like(crops)
+    for i, crop in enumerate(crops):
+        out[i] = mask_aligned(crop, "KN95", np.random.default_rng([seed, i]), renderer="warp")[0]
+    return out
+
+
+class ClosedSetConditions:
+    """The held-out photos in each closed-set condition (see the module docstring), uint8
+    (N, 3, 112, 112) tensors on `device`; `skipped` names a condition that could not be drawn,
+    and why."""
+
+    def __init__(self, crops: torch.Tensor, seed: int, device, report=None):
+        from fmr.errors import FmrError
+        from fmr.masks.tensor import mask_batch
+
+        self.images: dict[str, torch.Tensor] = {"unmasked": crops.to(device)}
+        generator = torch.Generator().manual_seed(seed)
+        self.images["surgical"] = mask_batch(crops, 1.0, styles=("surgical",),
+                                             generator=generator).to(device)
+        self.skipped: dict[str, str] = {}
+        try:
+            hwc = crops.permute(0, 2, 3, 1).contiguous().numpy()
+            warped = warp_kn95_copies(hwc, seed)
+            self.images["kn95_warp"] = torch.from_numpy(warped).permute(0, 3, 1, 2).contiguous(
+            ).to(device)
+        except (ImportError, FmrError, OSError) as exc:
+            self.skipped["kn95_warp"] = f"the warp renderer cannot run here ({exc})"
+            if report is not None:
+                report(f"closed-set accuracy: KN95 (warp) skipped: {self.skipped['kn95_warp']}")
+
+    def accuracy(self, model, centres: torch.Tensor, held_out: HeldOutClasses,
+                 policy: DevicePolicy, unmasked: torch.Tensor | None = None) -> dict:
+        """{"images", "identities", "classes", "<condition>": {"top1", "top5"}, ...,
+        "conditions": what each means, "skipped": {condition: why}} for `model` against
+        `centres` (C, E). `unmasked`: embeddings of the unmasked photos when already made."""
+        from fmr.eval.metrics import closed_set_accuracy
+
+        c = F.normalize(centres.detach().float(), dim=1).cpu().numpy()
+        result: dict = {}
+        for name, images in self.images.items():
+            if name == "unmasked" and unmasked is not None:
+                embeddings = unmasked
+            else:
+                embeddings = embed_crops(model, images, policy)
+            score = closed_set_accuracy(embeddings.cpu().numpy(), held_out.class_ids, c)
+            result.update(images=score.images, identities=score.identities,
+                          classes=score.classes)
+            result[name] = {"top1": score.top1, "top5": score.top5}
+        result["conditions"] = {k: v for k, v in CLOSED_SET_CONDITIONS.items() if k in result}
+        if self.skipped:
+            result["skipped"] = dict(self.skipped)
+        return result
 
 
 @torch.no_grad()
@@ -60,13 +126,18 @@ class Validator:
     """Scores a backbone on a `ValidationSet` (see the module docstring)."""
 
     def __init__(self, validation: ValidationSet, policy: DevicePolicy, mask_seed: int,
-                 masks: bool = True):
+                 masks: bool = True, held_out: HeldOutClasses | None = None, report=None):
         self.validation = validation
         self.policy = policy
         device = policy.device
         crops = torch.from_numpy(validation.images).permute(0, 3, 1, 2).contiguous()
         self.images = crops.to(device)
         self.masked = masked_copies(crops, mask_seed).to(device) if masks else None
+        # Closed-set accuracy against the class centres: packs with a held-out split only.
+        self.held_out = held_out
+        self.closed_set = None
+        if held_out is not None:
+            self.closed_set = ClosedSetConditions(crops, mask_seed, device, report)
         self.pairs = torch.from_numpy(validation.pairs).to(device)
         self.same = validation.same
         # Interleaved folds: the pair list holds all same pairs first.
@@ -97,9 +168,11 @@ class Validator:
             "mean_genuine_angle_deg": float(np.degrees(np.arccos(np.clip(genuine, -1, 1))).mean()),
         }
 
-    def evaluate(self, model) -> dict:
+    def evaluate(self, model, centres: torch.Tensor | None = None) -> dict:
         """{"unmasked": {...}, "masked": {...}, "score": mean TAR at FAR 1e-3} for model
-        selection. The embeddings are kept for `calibration` of the same model."""
+        selection, and with `centres` (C, E) on a pack with a held-out split
+        "closed_set": top-1/top-5 per condition (`ClosedSetConditions.accuracy`; not part of
+        the score). The embeddings are kept for `calibration` of the same model."""
         unmasked, masked = self.last = self.embeddings(model)
         result = {"pairs": int(len(self.same)),
                   "unmasked": self._metrics(unmasked, unmasked, masked=False)}
@@ -108,6 +181,9 @@ class Validator:
             result["masked"] = self._metrics(unmasked, masked, masked=True)
             rates.append(result["masked"]["tar_at_far_1e-3"])
         result["score"] = float(np.mean(rates))
+        if self.closed_set is not None and centres is not None:
+            result["closed_set"] = self.closed_set.accuracy(model, centres, self.held_out,
+                                                            self.policy, unmasked=unmasked)
         return result
 
     def calibration(self, model=None) -> tuple[dict, dict]:
