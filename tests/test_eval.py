@@ -240,3 +240,29 @@ def test_committed_dlib_card_is_calibrated_on_validation_data():
     assert math.isclose(c["frr"] + next(
         p["tar"] for p in c["operating_points"] if p["far_target"] == 1e-3
     ), 1.0)  # fmt: skip
+
+
+def test_backbone_lists_name_several_families_and_refuse_unknown_ones(
+    tmp_path, monkeypatch, capsys
+):
+    """`fmr eval --backbone iresnet,ressanet` evaluates those families only (no dlib); an
+    unknown name is refused by argparse with the names it accepts; a listed family with no
+    checkpoint is an error naming it, not a silent skip."""
+    import argparse
+
+    from fmr.commands.common import backbone_list
+
+    assert backbone_list("iresnet,ressanet") == "iresnet,ressanet"
+    assert backbone_list("dlib, dlib") == "dlib"
+    assert backbone_list("all") == "all"
+    for bad in ("iresnet,arcface", "", ","):
+        with pytest.raises(argparse.ArgumentTypeError, match="one or more of iresnet"):
+            backbone_list(bad)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--backbone", "iresnet,vgg", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2 and "'iresnet,vgg'" in capsys.readouterr().err
+
+    monkeypatch.setenv("FMR_CHECKPOINT_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr("fmr.verify.lookup.runs_dir", lambda: tmp_path / "no-runs")
+    assert main(["eval", "--backbone", "dlib,ressanet", "--out", str(tmp_path / "out")]) == 2
+    assert "ressanet" in capsys.readouterr().err.lower()

@@ -12,19 +12,39 @@ BACKBONE_FAMILIES = ("iresnet", "ressanet", "dlib")
 MULTI_FACE_POLICIES = ("largest", "center", "require-one")
 
 
+def backbone_list(value: str) -> str:
+    """argparse type of `--backbone` where several families may be named: "all", one family,
+    or a comma-separated list of families ("iresnet,ressanet")."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if value == "all" or (names and all(name in BACKBONE_FAMILIES for name in names)):
+        return value if value == "all" else ",".join(dict.fromkeys(names))
+    raise argparse.ArgumentTypeError(
+        f"{value!r}: name all, or one or more of {', '.join(BACKBONE_FAMILIES)} separated by commas"
+    )
+
+
 def add_backbone_arguments(
     parser: argparse.ArgumentParser, *, default: str = "all", allow_all: bool = True,
-    checkpoint_help: str = "use this checkpoint instead of --backbone",
+    allow_list: bool = False, checkpoint_help: str = "use this checkpoint instead of --backbone",
 ) -> None:
     """`--backbone FAMILY` (shipped or newest trained checkpoint of a family, or dlib's
-    reference; `all` = every one available) and `--checkpoint FILE` (any checkpoint)."""
-    choices = (*BACKBONE_FAMILIES, "all") if allow_all else BACKBONE_FAMILIES
+    reference; `all` = every one available; with `allow_list`, several families separated by
+    commas) and `--checkpoint FILE` (any checkpoint)."""
     help_default = "all available" if default == "all" else default
-    parser.add_argument(
-        "--backbone", default=default, choices=choices,
-        help=f"model family: the shipped (or newest trained) checkpoint, or dlib's reference "
-        f"(default: {help_default})",
-    )
+    if allow_list:
+        parser.add_argument(
+            "--backbone", default=default, type=backbone_list, metavar="FAMILIES",
+            help=f"model families: {', '.join(BACKBONE_FAMILIES)}, several separated by commas "
+            f"(e.g. iresnet,ressanet), or all: the shipped (or newest trained) checkpoint of each, "
+            f"or dlib's reference (default: {help_default})",
+        )
+    else:
+        choices = (*BACKBONE_FAMILIES, "all") if allow_all else BACKBONE_FAMILIES
+        parser.add_argument(
+            "--backbone", default=default, choices=choices,
+            help=f"model family: the shipped (or newest trained) checkpoint, or dlib's reference "
+            f"(default: {help_default})",
+        )
     parser.add_argument("--checkpoint", metavar="FILE", help=checkpoint_help)
 
 

@@ -43,6 +43,7 @@ examples:
   fmr eval --closed-set data/original-pack --checkpoint runs/r18h-seed0/best.safetensors
   fmr eval --backbone dlib --out runs/eval-dlib
   fmr eval --backbone dlib --mask-second surgical --mask-renderer warp --out runs/eval-dlib
+  fmr eval --backbone iresnet,ressanet --mask-second KN95 --mask-renderer warp --out runs/eval
   fmr eval --checkpoint runs/iresnet18-x/best.safetensors --calibrate --out runs/eval-r18
 """
 
@@ -62,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="6-10",
         help="folds to evaluate: a range (6-10, the evaluation folds; the default), a list, or all",
     )
-    add_backbone_arguments(parser, checkpoint_help="evaluate this checkpoint instead of --backbone")
+    add_backbone_arguments(parser, allow_list=True,
+                           checkpoint_help="evaluate this checkpoint instead of --backbone")
     parser.add_argument(
         "--mask-second", metavar="STYLE", help="mask the second photo of each pair (probe)"
     )
@@ -112,7 +114,7 @@ def _specs(args) -> tuple[list[str], list[dict]]:
 
     if args.checkpoint:
         return [str(resolve_checkpoint(args.checkpoint).resolve())], []
-    families = FAMILIES if args.backbone == "all" else (args.backbone,)
+    families = FAMILIES if args.backbone == "all" else tuple(args.backbone.split(","))
     specs, missing = [], []
     for family in families:
         reason = missing_reason(family)
