@@ -25,11 +25,13 @@ def run(args: argparse.Namespace) -> int:
 
     from fmr.models import INPUT_SIZE, count_flops, count_parameters, create_model, list_models
 
-    print(f"{'model':<12} {'params':>9} {'GFLOPs':>7}")
-    for name in list_models():
+    names = list_models()
+    width = max(len(name) for name in names)
+    print(f"{'model':<{width}} {'params':>9} {'GFLOPs':>7}")
+    for name in names:
         with torch.device("meta"):  # shapes only: no memory, no initialisation cost
             model = create_model(name, embedding_size=args.embedding_size)
         params = count_parameters(model) / 1e6
         gflops = count_flops(model, INPUT_SIZE) / 1e9
-        print(f"{name:<12} {params:>8.1f}M {gflops:>7.2f}")
+        print(f"{name:<{width}} {params:>8.1f}M {gflops:>7.2f}")
     return 0
