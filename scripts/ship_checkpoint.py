@@ -1,0 +1,89 @@
+"""Copy a training run's export into the shipped checkpoint folder, ready to commit.
+
+    python scripts/ship_checkpoint.py RUN/best.safetensors [--storage int8]
+
+Writes `checkpoints/<architecture>.safetensors` + `.json` (or under FMR_CHECKPOINT_DIR), with:
+- the weights re-stored as `--storage` (int8 per output channel by default: the 25 MiB budget);
+- no class centres (they are training identities and never ship);
+- the card's absolute paths (the server's folders: data packs, run folders) made relative to
+  the repository, or cut to their last two parts, since the app shows the card to visitors;
+- the card's name saying what it is and how long it trained.
+Any other checkpoint of the same family in the folder is removed, so `--backbone iresnet`
+(the newest of the family) cannot pick a stale one. Refuses a result over `--max-mib`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def portable(value, root: Path):
+    """`value` with every absolute path string made relative to `root` or cut to its last two
+    parts (recursively through dicts and lists)."""
+    if isinstance(value, dict):
+        return {key: portable(item, root) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item, root) for item in value]
+    if isinstance(value, str) and value.startswith("/") and "\n" not in value:
+        path = Path(value)
+        try:
+            return str(path.relative_to(root))
+        except ValueError:
+            return str(Path(*path.parts[-2:])) if len(path.parts) > 2 else path.name
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("export", type=Path, help="a train.py export (RUN/best.safetensors)")
+    parser.add_argument("--storage", default="int8", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--max-mib", type=float, default=25.0,
+                        help="largest file allowed (default 25)")
+    args = parser.parse_args(argv)
+
+    import dataclasses
+
+    from fmr.checkpoints import load_checkpoint, save_checkpoint
+    from fmr.errors import FmrError
+    from fmr.settings import checkpoint_dir
+    from fmr.verify.lookup import family_of, read_card
+
+    try:
+        loaded = load_checkpoint(args.export)
+    except FmrError as exc:
+        print(f"ship_checkpoint: {exc}", file=sys.stderr)
+        return 2
+    card = loaded.card
+    hours = card.training.get("hours_total")
+    name = f"{card.architecture} (fmr, trained on the CPU" + (
+        f", {hours:.1f} h)" if isinstance(hours, int | float) else ")")
+    training = portable({k: v for k, v in card.training.items()}, ROOT)
+    card = dataclasses.replace(card, name=name, training=training)
+    folder = checkpoint_dir()
+    target = folder / f"{card.architecture}.safetensors"
+    family = family_of({"architecture": card.architecture})
+    for other in sorted(folder.glob("*.safetensors")):
+        if other != target and family_of(read_card(other), other) == family:
+            print(f"ship_checkpoint: removing {other.name} (same family, {family})")
+            other.unlink()
+            other.with_suffix(".json").unlink(missing_ok=True)
+    weights = save_checkpoint(target, loaded.model, card, storage=args.storage)
+    mib = weights.stat().st_size / 2**20
+    if mib > args.max_mib:
+        weights.unlink()
+        weights.with_suffix(".json").unlink(missing_ok=True)
+        print(f"ship_checkpoint: {weights.name} would be {mib:.1f} MiB, over {args.max_mib} MiB: "
+              "try --storage int8", file=sys.stderr)
+        return 1
+    print(f"ship_checkpoint: {weights} ({mib:.1f} MiB, {args.storage}) + {weights.stem}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
