@@ -118,6 +118,10 @@ def test_training_reports_closed_set_accuracy_and_exports_the_centres(run, pack)
     assert [float(r["val_top1_kn95_warp"]) for r in rows] == [
         v["closed_set"]["kn95_warp"]["top1"] for v in vals]
     assert all(r["val_top1_unmasked"] and r["val_top5_surgical"] for r in rows)
+    # the curve of the model card: validation TAR against training hours
+    assert [float(r["val_unmasked_tar"]) for r in rows] == [
+        v["unmasked"]["tar_at_far_1e-3"] for v in vals]
+    assert [float(r["hours"]) for r in rows] == [v["hours"] for v in vals]
     assert list((run / "tensorboard").iterdir())
 
     card = json.loads((run / "best.json").read_text())

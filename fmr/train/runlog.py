@@ -19,7 +19,8 @@ from pathlib import Path
 
 EPOCH_COLUMNS = (
     "epoch", "step", "lr", "loss", "margin_loss", "distill_loss", "angle_deg", "train_accuracy",
-    "images_per_s", "val_unmasked_accuracy", "val_masked_accuracy", "val_score", "seconds",
+    "images_per_s", "val_unmasked_accuracy", "val_masked_accuracy", "val_unmasked_tar",
+    "val_masked_tar", "val_score", "seconds", "hours",
     # closed-set accuracy on a pack's held-out split (empty for other packs)
     "val_top1_unmasked", "val_top5_unmasked", "val_top1_surgical", "val_top5_surgical",
     "val_top1_kn95_warp", "val_top5_kn95_warp",
