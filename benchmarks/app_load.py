@@ -521,12 +521,15 @@ def machine() -> str:
             f"{memory_kib / 1024**2:.0f} GiB RAM, Python {platform.python_version()}")
 
 
-def markdown(rounds: list[Round], soak: Soak | None, command: str, load_before: tuple) -> str:
+def markdown(rounds: list[Round], soak: Soak | None, command: str, load_before: tuple,
+             server_env: dict) -> str:
     slots = {r.line.get("slots") for r in rounds if r.line.get("slots")}
     lines = [f"Command: `{command}`", "",
              f"Machine: {machine()}; load average before the run "
              f"{load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f} (1/5/15 min); "
-             f"face-work slots: {', '.join(map(str, sorted(slots))) or '-'} (FMR_APP_JOBS).",
+             f"face-work slots: {', '.join(map(str, sorted(slots))) or '-'} (FMR_APP_JOBS); "
+             f"server environment: "
+             f"{' '.join(f'{k}={v}' for k, v in server_env.items()) or 'as inherited'}.",
              ""]
     if rounds:
         lines += [
@@ -587,8 +590,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="downscale the photos to this many pixels first (0: full size)")
     parser.add_argument("--stop-after-failure", action="store_true",
                         help="skip larger N once a round has sessions without a verdict")
-    parser.add_argument("--server-env", nargs="*", default=[], metavar="NAME=VALUE",
-                        help="extra environment for the server, e.g. FMR_APP_JOBS=2")
+    parser.add_argument("--server-env", nargs="*", default=["MALLOC_ARENA_MAX=2"],
+                        metavar="NAME=VALUE",
+                        help="environment for the server (default MALLOC_ARENA_MAX=2, as "
+                        "scripts/run_app.sh sets it; MALLOC_ARENA_MAX= for glibc's default), "
+                        "e.g. FMR_APP_JOBS=2")
     parser.add_argument("--json", type=Path, help="write every figure (and the curve) here")
     parser.add_argument("--markdown", type=Path, help="write the tables here too")
     args = parser.parse_args(argv)
@@ -617,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--soak-pairs must be larger than --soak-warmup")
         soak = run_soak(args.soak_pairs, args.soak_warmup, supply, work, server_env)
     command = "benchmarks/app_load.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    report = markdown(rounds, soak, command.strip(), load_before)
+    report = markdown(rounds, soak, command.strip(), load_before, server_env)
     print(report)
     if args.markdown:
         args.markdown.write_text(report)
