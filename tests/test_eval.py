@@ -13,7 +13,7 @@ from fmr.cli import main
 from fmr.data.lfw import read_pairs
 from fmr.errors import DataError, FmrError
 from fmr.eval import protocols
-from fmr.eval.metrics import kfold_accuracy
+from fmr.metrics import kfold_accuracy
 from fmr.settings import REPO_ROOT
 
 

@@ -428,8 +428,8 @@ def test_training_path_imports_without_dlib_facenet_streamlit():
         "fmr.models",
         "fmr.losses",
         "fmr.checkpoints",
-        "fmr.eval.metrics",
-        "fmr.eval.calibration",
+        "fmr.metrics",
+        "fmr.metrics.calibration",
     ]
     code = BLOCKER + (
         "import importlib\n"

@@ -230,8 +230,8 @@ def test_torch_embedder_is_flip_averaged_and_unit_norm(random_checkpoint, lfw_fa
 def test_verify_pair_api_with_arrays_and_a_calibrated_checkpoint(
     random_checkpoint, tmp_path, lfw_faces
 ):
-    from fmr.eval.calibration import calibrate, decide
     from fmr.faces import load_image
+    from fmr.metrics.calibration import calibrate, decide
     from fmr.verify import load_backbone, verify_pair
     from fmr.verify.embedder import save_calibration, save_card_fields
 

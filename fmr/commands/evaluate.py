@@ -143,8 +143,8 @@ def _canonical_style(style: str | None) -> str | None:
 def _calibrate(args, specs, out) -> None:
     import sys
 
-    from fmr.eval.calibration import calibrate
     from fmr.eval.protocols import CALIBRATION_MASKS, validation_scores
+    from fmr.metrics.calibration import calibrate
     from fmr.settings import data_dir
     from fmr.verify.embedder import save_card_fields
 

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fmr import metrics
 from fmr.batch import worker_pool
 from fmr.data.lfw import lfw_image_path, read_pairs
 from fmr.errors import DataError, FmrError
-from fmr.eval import angles as angle_stats
-from fmr.eval import metrics
+from fmr.metrics import angles as angle_stats
 
 FAILED_PAIR_SCORE = -1.0  # a pair whose image failed is scored as the least similar possible
 

@@ -63,7 +63,7 @@ class Embedder(ABC):
 
     @property
     def calibration(self) -> dict:
-        """The card's calibration (see `fmr.eval.calibration`); {} when never calibrated."""
+        """The card's calibration (see `fmr.metrics.calibration`); {} when never calibrated."""
         return dict(getattr(self.card, "calibration", None) or {})
 
     @property
@@ -327,7 +327,7 @@ def save_metrics(spec: str | Path, key: str, values: dict) -> Path:
 
 
 def save_calibration(spec: str | Path, calibration: dict) -> Path:
-    """Store a calibration (from `fmr.eval.calibration.calibrate`) in a backbone's model card.
+    """Store a calibration (from `fmr.metrics.calibration.calibrate`) in a backbone's model card.
 
     spec: "dlib" (writes `checkpoints/dlib_reference.json`) or a checkpoint path (its card is
     rewritten with `fmr.checkpoints.update_card`). Returns the card file written.
