@@ -12,16 +12,15 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import safe_open, save_file
 
+from fmr.cards import ModelCard, read_card
 from fmr.checkpoints import (
     CENTRES_TENSOR,
     CLOSED_SET_KEY,
     EXTRA_TENSOR_PREFIX,
     INT8_SCALE_SUFFIX,
-    ModelCard,
     dequantise_int8,
     load_checkpoint,
     quantise_int8,
-    read_card,
     read_class_centres,
     save_checkpoint,
     update_card,

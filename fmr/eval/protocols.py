@@ -422,9 +422,10 @@ def _embedding_size(cache: dict, spec: str) -> int:
             return int(vector.shape[0])
     if spec == "dlib":
         return 128
-    from fmr.verify.lookup import read_card
+    from fmr.cards import read_card
 
-    return int(read_card(spec).get("embedding_size", 512))
+    card = read_card(spec)
+    return card.embedding_size if card is not None else 512
 
 
 # --------------------------------------------------------------------------------------------

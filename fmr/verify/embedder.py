@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import threading
-import types
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from fmr.cards import ModelCard, card_json, read_card
 from fmr.errors import CheckpointError, FaceError
 from fmr.faces.detect import Face
 from fmr.verify.lookup import (
@@ -31,50 +31,34 @@ SUPPORTED_NORMALISATIONS = {"(x/255-0.5)/0.5", "(x-127.5)/127.5"}
 BATCH_SIZE = 64
 
 
-def _card_object(data: dict):
-    """A ModelCard when fmr.checkpoints is importable, else the same fields as attributes."""
-    try:
-        from fmr.checkpoints import ModelCard
-
-        return ModelCard.from_dict(data)
-    except ImportError:  # pragma: no cover - fmr.checkpoints ships with fmr
-        return types.SimpleNamespace(**data)
-
-
-def _card_dict(card) -> dict:
-    if hasattr(card, "to_dict"):
-        return card.to_dict()
-    return dict(vars(card))
-
-
 class Embedder(ABC):
     """A face-recognition model behind one interface.
 
     name: what the model is called (the card's name); family: "iresnet", "ressanet", "dlib" or
-    the architecture of another checkpoint; card: its model card (`fmr.checkpoints.ModelCard`);
+    the architecture of another checkpoint; card: its model card (`fmr.cards.ModelCard`);
     path: the file it came from; embedding_size: D.
     """
 
     name: str
     family: str
-    card: object
+    card: ModelCard
     path: Path
     embedding_size: int
 
     @property
     def calibration(self) -> dict:
         """The card's calibration (see `fmr.metrics.calibration`); {} when never calibrated."""
-        return dict(getattr(self.card, "calibration", None) or {})
+        return dict(self.card.calibration)
 
     @property
     def calibration_masked(self) -> dict:
         """The card's calibration for a masked photo against an unmasked one; {} when never
         measured."""
-        return dict(getattr(self.card, "calibration_masked", None) or {})
+        return dict(self.card.calibration_masked)
 
     @property
     def architecture(self) -> str:
-        return str(getattr(self.card, "architecture", self.family))
+        return self.card.architecture
 
     def describe(self) -> dict:
         """A short JSON-serialisable description for reports."""
@@ -110,12 +94,12 @@ class TorchEmbedder(Embedder):
         self.model = loaded.model.eval()
         self.card = loaded.card
         self.path = Path(loaded.path)
-        self.family = family_of(_card_dict(self.card), self.path)
-        self.name = str(getattr(self.card, "name", "") or self.path.stem)
-        self.embedding_size = int(getattr(self.card, "embedding_size", 512))
-        self.input_size = int(getattr(self.card, "input_size", 112))
-        self.channel_order = str(getattr(self.card, "channel_order", "RGB")).upper()
-        normalisation = str(getattr(self.card, "input_normalisation", "(x/255 - 0.5) / 0.5"))
+        self.family = family_of(self.card, self.path)
+        self.name = self.card.name or self.path.stem
+        self.embedding_size = self.card.embedding_size
+        self.input_size = self.card.input_size
+        self.channel_order = self.card.channel_order.upper()
+        normalisation = self.card.input_normalisation
         if normalisation.replace(" ", "") not in SUPPORTED_NORMALISATIONS:
             raise CheckpointError(
                 f"{self.path}: its card asks for input normalisation {normalisation!r}; fmr feeds "
@@ -179,14 +163,14 @@ class DlibEmbedder(Embedder):
             data = (
                 json.loads(card_file.read_text()) if card_file.is_file() else _default_dlib_card()
             )
-            self.card = _card_object(data)
+            self.card = ModelCard.from_dict(data)
         except ValueError as exc:  # bad JSON, or not a model card
             raise CheckpointError(
                 f"{card_file}: not a readable model card ({exc}); restore it from git or "
                 "regenerate it with `fmr eval --backbone dlib --calibrate-only --out DIR`"
             ) from exc
         self.card_path = card_file
-        self.name = str(getattr(self.card, "name", "dlib-resnet-v1"))
+        self.name = self.card.name
         self.embedding_size = self.reference.embedding_size
 
     def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
@@ -314,16 +298,16 @@ def save_card_fields(spec: str | Path, **fields) -> Path:
 
 def save_metrics(spec: str | Path, key: str, values: dict) -> Path:
     """Add evaluation results under `key` to a backbone card's `metrics` (others are kept)."""
-    from fmr.verify.lookup import read_card
-
     if str(spec) == "dlib":
         import json
 
         path = dlib_card_path()
-        card = json.loads(path.read_text()) if path.is_file() else _default_dlib_card()
+        metrics = (json.loads(path.read_text()) if path.is_file() else _default_dlib_card()).get(
+            "metrics", {})
     else:
         card = read_card(spec)
-    return save_card_fields(spec, metrics={**card.get("metrics", {}), key: values})
+        metrics = card.metrics if card is not None else {}
+    return save_card_fields(spec, metrics={**metrics, key: values})
 
 
 def save_calibration(spec: str | Path, calibration: dict) -> Path:
@@ -333,13 +317,3 @@ def save_calibration(spec: str | Path, calibration: dict) -> Path:
     rewritten with `fmr.checkpoints.update_card`). Returns the card file written.
     """
     return save_card_fields(spec, calibration=calibration)
-
-
-def card_json(data: dict) -> str:
-    """JSON with one key per line but lists of numbers on one line (a readable card)."""
-    import json
-    import re
-
-    text = json.dumps(data, indent=1, allow_nan=False)
-    number_list = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
-    return number_list.sub(lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text) + "\n"
