@@ -119,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from fmr.batch import collect_inputs
-    from fmr.eval.protocols import Condition, embed_images
+    from fmr.eval.protocols import Condition
+    from fmr.pipelines.embedding import embed_images
     from fmr.verify import load_backbone
 
     out = Path(args.out)

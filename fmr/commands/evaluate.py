@@ -143,8 +143,9 @@ def _canonical_style(style: str | None) -> str | None:
 def _calibrate(args, specs, out) -> None:
     import sys
 
-    from fmr.eval.protocols import CALIBRATION_MASKS, validation_scores
+    from fmr.eval.protocols import CALIBRATION_MASKS
     from fmr.metrics.calibration import calibrate
+    from fmr.pipelines.embedding import validation_scores
     from fmr.settings import data_dir
     from fmr.verify.embedder import save_card_fields
 
@@ -229,8 +230,9 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from fmr.eval.protocols import Condition, embed_images, lfw_pairs, pair_metrics
+    from fmr.eval.protocols import Condition, lfw_pairs, pair_metrics
     from fmr.eval.report import summary_rows, summary_table, write_report
+    from fmr.pipelines.embedding import embed_images
     from fmr.settings import data_dir
     from fmr.verify.embedder import load_backbone
 
