@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import zipfile
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from torch import nn
 
 from fmr.cards import CARD_METADATA_KEY, ModelCard, card_from_json, card_path, read_card
 from fmr.errors import CheckpointError
+from fmr.files import write_atomically, write_text_atomically
 
 STORAGE_KINDS = ("fp32", "fp16", "int8")
 INT8_SCALE_SUFFIX = ".int8_scale"
@@ -161,23 +161,8 @@ def _stored_tensors(model: nn.Module, storage: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _write_atomically(path: Path, write) -> None:
-    """write(tmp_path) then rename over `path`, so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        # safetensors creates its files readable by their owner only; use the usual mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _write_card(path: Path, card: ModelCard) -> None:
-    _write_atomically(path, lambda tmp: tmp.write_text(card.to_json(), encoding="utf-8"))
+    write_text_atomically(path, card.to_json())
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -242,7 +227,7 @@ def save_checkpoint(
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {**_stored_tensors(model, storage), **extra}
     metadata = {"format": "pt", CARD_METADATA_KEY: json.dumps(card.to_dict())}
-    _write_atomically(weights, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    write_atomically(weights, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     _write_card(card_path(weights), card)
     return weights
 
@@ -503,6 +488,6 @@ def update_card(path: str | Path, **fields) -> ModelCard:
 
         tensors, metadata = _read_safetensors(weights)
         metadata = {**metadata, CARD_METADATA_KEY: json.dumps(card.to_dict())}
-        _write_atomically(weights, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+        write_atomically(weights, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     _write_card(card_path(weights), card)
     return card

@@ -24,6 +24,7 @@ from fmr import metrics
 from fmr.batch import worker_pool
 from fmr.errors import FmrError
 from fmr.eval.protocols import Condition, EmbeddingTable, validation_images
+from fmr.files import write_atomically
 from fmr.verify.pipeline import prepare_face
 
 UNMASKED = Condition()
@@ -130,16 +131,14 @@ def _load_cache(file: Path) -> dict[str, tuple[np.ndarray, bool, str, str]]:
 def _save_cache(file: Path, entries: dict[str, tuple[np.ndarray, bool, str, str]]) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
     paths = sorted(entries)
-    temporary = file.with_suffix(".tmp.npz")
-    np.savez(
+    write_atomically(file, lambda temporary: np.savez(
         temporary,
         paths=np.array(paths, dtype=str),
         embeddings=np.stack([entries[p][0] for p in paths]).astype(np.float32),
         ok=np.array([entries[p][1] for p in paths], dtype=bool),
         reason=np.array([entries[p][2] for p in paths], dtype=str),
         mask=np.array([entries[p][3] for p in paths], dtype=str),
-    )
-    os.replace(temporary, file)
+    ))
 
 
 def embed_images(

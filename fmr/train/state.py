@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from fmr.errors import CheckpointError
+from fmr.files import write_atomically
 
 STATE_FORMAT = "fmr-train-state"
 STATE_DIR = "checkpoints"
@@ -57,9 +58,8 @@ def save_state(out: str | os.PathLike, step: int, state: dict, keep: int = 2) ->
     folder = Path(out) / STATE_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{step:08d}.pt"
-    temporary = path.with_suffix(".pt.tmp")
-    torch.save({"format": STATE_FORMAT, **state}, temporary)
-    os.replace(temporary, path)
+    write_atomically(path, lambda temporary: torch.save({"format": STATE_FORMAT, **state},
+                                                        temporary))
     for old in state_files(out)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path

@@ -18,6 +18,7 @@ import numpy as np
 from fmr.cards import ModelCard, card_json, read_card
 from fmr.errors import CheckpointError, FaceError
 from fmr.faces.detect import Face
+from fmr.files import write_text_atomically
 from fmr.verify.lookup import (
     TRAINED_FAMILIES,
     dlib_card_path,
@@ -280,7 +281,7 @@ def save_card_fields(spec: str | Path, **fields) -> Path:
         data.update(fields)
         data["created"] = data.get("created") or datetime.date.today().isoformat()
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(card_json(data), encoding="utf-8")
+        write_text_atomically(path, card_json(data))
         _load_dlib.cache_clear()
         return path
     from fmr.checkpoints import update_card
