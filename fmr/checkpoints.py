@@ -29,6 +29,7 @@ insightface's input convention (RGB, (x/255 - 0.5) / 0.5, 112x112), which is fmr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -224,6 +225,9 @@ def save_checkpoint(
     card.fmr_version = card.fmr_version or __version__
     card.embedding_size = int(getattr(model, "embedding_size", card.embedding_size))
     card.input_size = int(getattr(model, "input_size", card.input_size))
+    config = getattr(model, "input_config", None)  # fmr.models.InputConfig: how it is fed
+    if config is not None:
+        card.input_normalisation, card.channel_order = config.normalisation, config.channel_order
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {**_stored_tensors(model, storage), **extra}
     metadata = {"format": "pt", CARD_METADATA_KEY: json.dumps(card.to_dict())}
@@ -404,6 +408,11 @@ def _build_model(state: dict[str, torch.Tensor], card: ModelCard, path: Path) ->
                 f"(embedding size {card.embedding_size}) expects {tuple(expected[name].shape)}"
             )
     model.load_state_dict(state, strict=False)
+    from fmr.models import InputConfig
+
+    # A card whose input fmr cannot read still loads; an embedder refuses to feed it.
+    with contextlib.suppress(ValueError):
+        model.input_config = InputConfig.from_card(card)
     return model
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from fmr.data.pack import HeldOutClasses, ValidationSet
+from fmr.models.inputs import DEFAULT_INPUT, embed_flip_averaged
 from fmr.train.device import DevicePolicy
 
 EMBED_BATCH = 256
@@ -112,14 +113,12 @@ def embed_crops(model: torch.nn.Module, images: torch.Tensor, policy: DevicePoli
     model.eval()
     outputs = []
     for start in range(0, len(images), EMBED_BATCH):
-        x = images[start : start + EMBED_BATCH].to(policy.device, non_blocking=True).float()
-        x = x.mul_(2.0 / 255.0).sub_(1.0)
-        both = policy.prepare_input(torch.cat([x, x.flip(3)]))
-        with policy.autocast():
-            both = model(both).float()
-        outputs.append(both[: len(x)] + both[len(x) :])
+        x = DEFAULT_INPUT.normalise(images[start : start + EMBED_BATCH].to(policy.device,
+                                                                            non_blocking=True))
+        outputs.append(embed_flip_averaged(model, x, prepare=policy.prepare_input,
+                                           autocast=policy.autocast))
     model.train(was_training)
-    return F.normalize(torch.cat(outputs), dim=1)
+    return torch.cat(outputs)
 
 
 class Validator:

@@ -27,8 +27,6 @@ from fmr.verify.lookup import (
     resolve_checkpoint,
 )
 
-# The input conventions fmr's models and insightface's arcface_torch backbones use.
-SUPPORTED_NORMALISATIONS = {"(x/255-0.5)/0.5", "(x-127.5)/127.5"}
 BATCH_SIZE = 64
 
 
@@ -98,21 +96,23 @@ class TorchEmbedder(Embedder):
         self.family = family_of(self.card, self.path)
         self.name = self.card.name or self.path.stem
         self.embedding_size = self.card.embedding_size
-        self.input_size = self.card.input_size
-        self.channel_order = self.card.channel_order.upper()
-        normalisation = self.card.input_normalisation
-        if normalisation.replace(" ", "") not in SUPPORTED_NORMALISATIONS:
+        from fmr.models import InputConfig
+
+        try:
+            self.input = InputConfig.from_card(self.card)
+        except ValueError as exc:
             raise CheckpointError(
-                f"{self.path}: its card asks for input normalisation {normalisation!r}; fmr feeds "
-                "(x/255 - 0.5) / 0.5 (insightface's convention): fix the card if that is what "
+                f"{self.path}: its card's input is not one fmr can feed ({exc}); fmr's models "
+                "and insightface's take (x/255 - 0.5) / 0.5, RGB: fix the card if that is what "
                 "the model was trained with"
-            )
+            ) from None
+        self.input_size = self.input.input_size
 
     def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
         import cv2
         import torch
 
-        from fmr.models import normalize_input
+        from fmr.models.inputs import embed_flip_averaged
 
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[-1] != 3:
@@ -126,13 +126,8 @@ class TorchEmbedder(Embedder):
         with torch.inference_mode():
             for start in range(0, len(crops), BATCH_SIZE):
                 batch = torch.from_numpy(np.ascontiguousarray(crops[start : start + BATCH_SIZE]))
-                x = normalize_input(batch)
-                if self.channel_order == "BGR":
-                    x = x.flip(1)
-                n = x.shape[0]
-                features = self.model(torch.cat([x, x.flip(3)])).float()
-                summed = features[:n] + features[n:]
-                out[start : start + n] = torch.nn.functional.normalize(summed, dim=1).numpy()
+                x = self.input.normalise(batch)
+                out[start : start + len(x)] = embed_flip_averaged(self.model, x).numpy()
         return out
 
     def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
