@@ -106,20 +106,11 @@ def mask_and_redetect(
     return masked, face, info
 
 
-def prepare_face(
-    source,
-    *,
-    name: str | None = None,
-    policy: str = "largest",
-    mask: str | None = None,
-    mask_renderer: str = "fmr",
-    seed: int | np.random.Generator | None = 0,
-    min_face_size: int = 20,
-    mask_options: dict | None = None,
-) -> PreparedFace:
-    """Load a photo (path, bytes, open file or RGB uint8 array), pick its face by `policy`, and
-    optionally draw a synthetic mask of style `mask` (seeded by `seed`; `mask_options`: colour,
-    coverage, pattern).
+def prepare_face(source, *, name: str | None = None, min_face_size: int = 20,
+                 **options) -> PreparedFace:
+    """Load a photo (path, bytes, open file or RGB uint8 array), detect its faces, pick one by
+    `policy`, and optionally draw a synthetic mask of style `mask` (seeded by `seed`;
+    `mask_options`: colour, coverage, pattern). options: as `prepare_detected` takes them.
 
     Raises `FaceError` naming the input when it cannot be read or shows no face.
     """
@@ -134,10 +125,7 @@ def prepare_face(
         label = source_name(source, name)
         image = load_image(source, name=label)
     faces = detect_faces(image, min_face_size=min_face_size)
-    return prepare_detected(
-        image, faces, name=label, policy=policy, mask=mask, mask_renderer=mask_renderer,
-        seed=seed, min_face_size=min_face_size, mask_options=mask_options,
-    )
+    return prepare_detected(image, faces, name=label, min_face_size=min_face_size, **options)
 
 
 def prepare_detected(
