@@ -79,8 +79,8 @@ def _counted(label, make):
 import dlib
 dlib.face_recognition_model_v1 = _counted("dlib", dlib.face_recognition_model_v1)
 dlib.shape_predictor = _counted("dlib", dlib.shape_predictor)
-import fmr.checkpoints
-fmr.checkpoints.load_checkpoint = _counted("checkpoint", fmr.checkpoints.load_checkpoint)
+import fmr.modelfile
+fmr.modelfile.load_model_file = _counted("checkpoint", fmr.modelfile.load_model_file)
 import fmr.faces.detect
 fmr.faces.detect._mtcnn_weights = functools.lru_cache(maxsize=1)(
     _counted("MTCNN P-, R- and O-Net", fmr.faces.detect._mtcnn_weights.__wrapped__))

@@ -9,7 +9,7 @@ the `.json` file next to a `.safetensors` model file (human-readable, preferred 
 
 `read_card(path)` reads either without loading weights and without torch: the lookup of
 shipped checkpoints, the app's model list and the evaluation runner all use it. Writing cards
-(with the weights) is `fmr.checkpoints.save_checkpoint` / `update_card`.
+(with the weights) is `fmr.modelfile.save_model_file` / `update_card`.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def checkpoints(tmp_path_factory) -> Path:
     shows) and a random-init IResNet-18 (the torch path, aligned crops included)."""
     import torch
 
-    from fmr.checkpoints import ModelCard, save_checkpoint
+    from fmr.modelfile import ModelCard, save_model_file
     from fmr.models import create_model
 
     folder = tmp_path_factory.mktemp("checkpoints")
@@ -65,7 +65,7 @@ def checkpoints(tmp_path_factory) -> Path:
     card["calibration_masked"] = card["calibration"]
     (folder / "dlib_reference.json").write_text(json.dumps(card))
     torch.manual_seed(0)
-    save_checkpoint(folder / "iresnet18", create_model("iresnet18").eval(),
+    save_model_file(folder / "iresnet18", create_model("iresnet18").eval(),
                     ModelCard(name="iresnet18-random", architecture="iresnet18"), "fp32")
     return folder
 

@@ -17,12 +17,12 @@ from fmr.models import DEFAULT_INPUT, InputConfig, create_model
 
 
 def test_every_model_carries_its_input_config_and_cards_record_it(tmp_path):
-    from fmr.checkpoints import load_checkpoint, save_checkpoint
+    from fmr.modelfile import load_model_file, save_model_file
 
     model = create_model("iresnet18", input_size=32)
     assert model.input_config == InputConfig(input_size=32)
-    path = save_checkpoint(tmp_path / "m", model.eval(), ModelCard("m", "iresnet18"), "fp32")
-    loaded = load_checkpoint(path)
+    path = save_model_file(tmp_path / "m", model.eval(), ModelCard("m", "iresnet18"), "fp32")
+    loaded = load_model_file(path)
     assert loaded.card.input_normalisation == DEFAULT_INPUT.normalisation == "(x/255 - 0.5) / 0.5"
     assert loaded.model.input_config == InputConfig(input_size=32)
 
@@ -62,3 +62,29 @@ def test_training_validation_and_verify_embed_crops_alike():
                              ).embed_aligned(crops)
     np.testing.assert_allclose(trained, verified, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(verified, axis=1), 1.0, atol=1e-5)
+
+
+def test_training_states_written_before_the_rename_still_resume(tmp_path):
+    """Runs before the rename kept their training states in checkpoints/; they are found (the
+    newest step wins, wherever it is) and load as before."""
+    import torch
+
+    from fmr.train.state import (
+        LEGACY_STATE_DIR,
+        STATE_DIR,
+        load_state,
+        resolve_resume,
+        save_state,
+        state_files,
+    )
+
+    run = tmp_path / "run"
+    (run / LEGACY_STATE_DIR).mkdir(parents=True)
+    old = run / LEGACY_STATE_DIR / "step-00000004.pt"
+    torch.save({"format": "fmr-train-state", "step": 4}, old)
+    assert resolve_resume("latest", run) == old
+    assert resolve_resume(str(run), None) == old
+    assert load_state(resolve_resume("latest", run))["step"] == 4
+    new = save_state(run, 6, {"step": 6})
+    assert new.parent.name == STATE_DIR == "states"
+    assert state_files(run)[-1] == new and load_state(resolve_resume("latest", run))["step"] == 6

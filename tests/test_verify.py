@@ -21,13 +21,13 @@ def random_checkpoint(tmp_path_factory) -> Path:
     """A random-init iresnet18 saved as an fmr checkpoint (no calibration)."""
     import torch
 
-    from fmr.checkpoints import ModelCard, save_checkpoint
+    from fmr.modelfile import ModelCard, save_model_file
     from fmr.models import create_model
 
     torch.manual_seed(0)
     model = create_model("iresnet18").eval()
     card = ModelCard(name="iresnet18-random", architecture="iresnet18")
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "random", model, card, "fp16")
+    return save_model_file(tmp_path_factory.mktemp("ckpt") / "random", model, card, "fp16")
 
 
 @pytest.fixture(scope="session")

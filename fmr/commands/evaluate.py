@@ -329,9 +329,9 @@ def _closed_set(args) -> int:
 
     import torch
 
-    from fmr.checkpoints import load_checkpoint, read_class_centres
     from fmr.data.pack import held_out_classes, is_pack, read_meta, read_validation
     from fmr.errors import FmrError
+    from fmr.modelfile import load_model_file, read_class_centres
     from fmr.train.device import choose_policy
     from fmr.train.validation import ClosedSetConditions
     from fmr.verify.lookup import resolve_checkpoint
@@ -367,7 +367,7 @@ def _closed_set(args) -> int:
             f"{checkpoint} was trained on {len(names)} identities that differ from the "
             f"{len(held_out.names)} classes of {pack} ({detail}); give the pack it was "
             "trained on")
-    loaded = load_checkpoint(checkpoint)
+    loaded = load_model_file(checkpoint)
     recipe = loaded.card.training.get("recipe", {})
     seed = args.mask_seed if args.mask_seed is not None else int(
         recipe.get("val_mask_seed", 0) if isinstance(recipe, dict) else 0)

@@ -221,9 +221,9 @@ class _LoadedTorchModels:
             found = self._models.get(path)
             if found is not None and found[0] == mtime:
                 return found[1]
-            from fmr.checkpoints import load_checkpoint
+            from fmr.modelfile import load_model_file
 
-            embedder = TorchEmbedder(load_checkpoint(path))
+            embedder = TorchEmbedder(load_model_file(path))
             self._models.pop(path, None)
             self._models[path] = (mtime, embedder)  # newest last
             while len(self._models) > self.max_files:
@@ -266,7 +266,7 @@ def load_backbone(family_or_path: str | Path) -> Embedder:
 
 def save_card_fields(spec: str | Path, **fields) -> Path:
     """Rewrite fields of a backbone's model card: "dlib" (checkpoints/dlib_reference.json) or
-    a checkpoint path (through `fmr.checkpoints.update_card`). Returns the card file."""
+    a checkpoint path (through `fmr.modelfile.update_card`). Returns the card file."""
     import datetime
     import json
 
@@ -279,7 +279,7 @@ def save_card_fields(spec: str | Path, **fields) -> Path:
         write_text_atomically(path, card_json(data))
         _load_dlib.cache_clear()
         return path
-    from fmr.checkpoints import update_card
+    from fmr.modelfile import update_card
 
     path = Path(spec)
     if path.suffix != ".safetensors":
@@ -310,6 +310,6 @@ def save_calibration(spec: str | Path, calibration: dict) -> Path:
     """Store a calibration (from `fmr.metrics.calibration.calibrate`) in a backbone's model card.
 
     spec: "dlib" (writes `checkpoints/dlib_reference.json`) or a checkpoint path (its card is
-    rewritten with `fmr.checkpoints.update_card`). Returns the card file written.
+    rewritten with `fmr.modelfile.update_card`). Returns the card file written.
     """
     return save_card_fields(spec, calibration=calibration)

@@ -1,6 +1,12 @@
-"""Checkpoint files: safetensors weights plus a JSON model card, self-describing.
+"""Model files: safetensors weights plus a JSON model card, self-describing.
 
-`save_checkpoint("runs/r50", model, card)` writes two files:
+Three words, three things: a *model file* is what this module writes and reads (a training
+run's `best.safetensors`, `fmr export --safetensors`); a *shipped checkpoint* is a model file in
+the `checkpoints/` folder, found by `fmr.verify.lookup` (`--backbone`, `--checkpoint`,
+`FMR_CHECKPOINT_DIR`); a *training state* is train.py's resumable `runs/<run>/states/step-N.pt`
+(`fmr.train.state`), never loaded as a model.
+
+`save_model_file("runs/r50", model, card)` writes two files:
 
 - `runs/r50.safetensors`: the weights, with the card's JSON also embedded in the safetensors
   metadata (key "fmr_card"), so the weights file alone is enough to load the model;
@@ -19,10 +25,10 @@ Class centres (only runs whose pack has a held-out split, `fmr prepare --preset 
 the margin head's weights go in as the extra tensor `fmr_extra.class_centres` ((C, D) fp32;
 tensors under `fmr_extra.` are not part of the backbone and the loader sets them aside) and the
 identity names in `card.training["closed_set"]`, for `fmr eval --closed-set` only. They never
-go into `checkpoints/` (`save_checkpoint` refuses), and a re-export without them drops the
+go into `checkpoints/` (`save_model_file` refuses), and a re-export without them drops the
 card entry.
 
-`load_checkpoint` also reads insightface `backbone.pth` state dicts (IResNet 18-200): the
+`load_model_file` also reads insightface `backbone.pth` state dicts (IResNet 18-200): the
 architecture is inferred from the number of blocks per stage, and the card notes
 insightface's input convention (RGB, (x/255 - 0.5) / 0.5, 112x112), which is fmr's own.
 """
@@ -64,7 +70,7 @@ INSIGHTFACE_NOTE = (
 
 
 @dataclass
-class LoadedCheckpoint:
+class LoadedModel:
     """A loaded checkpoint: `model` in eval mode, fp32, on the requested device."""
 
     model: nn.Module
@@ -174,7 +180,7 @@ def _inside(path: Path, folder: Path) -> bool:
     return True
 
 
-def save_checkpoint(
+def save_model_file(
     path: str | Path, model: nn.Module, card: ModelCard, storage: str = "fp16",
     *, class_centres: tuple[torch.Tensor, list[str]] | None = None,
 ) -> Path:
@@ -289,7 +295,7 @@ def _load_safetensors(weights: Path) -> tuple[dict[str, torch.Tensor], ModelCard
         raise CheckpointError(
             f"{weights} has no fmr model card (neither {beside.name} beside it nor "
             f"'{CARD_METADATA_KEY}' in its metadata), so fmr does not know its architecture; "
-            "save it with fmr.checkpoints.save_checkpoint"
+            "save it with fmr.modelfile.save_model_file"
         )
     return _expand_stored(tensors, weights), card
 
@@ -416,7 +422,7 @@ def _build_model(state: dict[str, torch.Tensor], card: ModelCard, path: Path) ->
     return model
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Loads an fmr .safetensors checkpoint or an insightface backbone.pth.
 
     path: the .safetensors file, its base name (without suffix) or its .json card; or a .pth /
@@ -429,14 +435,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     elif weights.suffix in TORCH_SUFFIXES:
         state, card = _load_torch_state(weights)
     else:
-        hint = " (ONNX files run under onnxruntime, not fmr.load_checkpoint)" if (
+        hint = " (ONNX files run under onnxruntime, not fmr.load_model_file)" if (
             weights.suffix == ".onnx") else ""
         raise CheckpointError(
             f"{weights}: fmr loads .safetensors checkpoints (written by fmr) and insightface "
             f"backbone.pth state dicts, not '{weights.suffix or 'no suffix'}' files{hint}"
         )
     model = _build_model(state, card, weights)
-    return LoadedCheckpoint(model.to(device).eval(), card, weights)
+    return LoadedModel(model.to(device).eval(), card, weights)
 
 
 def read_class_centres(path: str | Path) -> tuple[torch.Tensor, list[str]] | None:
@@ -477,7 +483,7 @@ def card_of(path: str | Path) -> ModelCard:
         return card
     if weights.suffix in TORCH_SUFFIXES:
         return _load_torch_state(weights)[1]
-    return load_checkpoint(weights).card  # raises the loader's error (no card, not a model)
+    return load_model_file(weights).card  # raises the loader's error (no card, not a model)
 
 
 def update_card(path: str | Path, **fields) -> ModelCard:
