@@ -43,9 +43,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+# devtools/ (the app server helpers) sits beside fmr/ in the repository, not in the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import numpy as np
 
-from fmr.app.server import (
+from devtools.app_server import (
     CHROMIUM_ARGS,
     SCRIPT_IDLE,
     VERDICT_PATTERN,
