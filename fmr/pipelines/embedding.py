@@ -266,7 +266,7 @@ def validation_scores(
     tables = embed_images(paths, specs, UNMASKED, desc="validation", **common)
     probes = None
     if masked is not None:
-        probes = embed_images(paths, specs, masked, desc="validation, masked", **common)
+        probes = embed_images(paths, specs, masked, desc="validation", **common)
         description += f"; a {masked.label} photo against every other unmasked photo"
     scores = {}
     for spec, table in tables.items():
