@@ -27,7 +27,7 @@ def home() -> None:
         loaded_models,
         training_data,
     )
-    from fmr.eval.metrics import cosine_to_degrees
+    from fmr.metrics import cosine_to_degrees
 
     page.setup("Masked face recognition", ":material/face:")
     st.title("fmr: masked face recognition")

@@ -29,6 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# devtools/ (the app server helpers) sits beside fmr/ in the repository, not in the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import numpy as np
 
 from fmr.settings import REPO_ROOT
@@ -90,7 +93,7 @@ def time_script(pairs) -> list[float]:
 
 def time_browser(pairs) -> tuple[list[float], list[float]]:
     """(photo B set -> verdict, both photos from empty uploaders -> verdict) per pair."""
-    from fmr.app.server import (
+    from devtools.app_server import (
         SCRIPT_IDLE,
         VERDICT_PATTERN,
         chromium_page,
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode in ("both", "script"):
         rows.append(summarise("script run (AppTest, in-process)", time_script(pairs)))
     if args.mode in ("both", "browser"):
-        from fmr.app.server import chromium_path
+        from devtools.app_server import chromium_path
 
         if chromium_path() is None:
             print("no chromium (scripts/install_chromium.sh): browser mode skipped",

@@ -43,9 +43,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+# devtools/ (the app server helpers) sits beside fmr/ in the repository, not in the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import numpy as np
 
-from fmr.app.server import (
+from devtools.app_server import (
     CHROMIUM_ARGS,
     SCRIPT_IDLE,
     VERDICT_PATTERN,
@@ -79,8 +82,8 @@ def _counted(label, make):
 import dlib
 dlib.face_recognition_model_v1 = _counted("dlib", dlib.face_recognition_model_v1)
 dlib.shape_predictor = _counted("dlib", dlib.shape_predictor)
-import fmr.checkpoints
-fmr.checkpoints.load_checkpoint = _counted("checkpoint", fmr.checkpoints.load_checkpoint)
+import fmr.modelfile
+fmr.modelfile.load_model_file = _counted("checkpoint", fmr.modelfile.load_model_file)
 import fmr.faces.detect
 fmr.faces.detect._mtcnn_weights = functools.lru_cache(maxsize=1)(
     _counted("MTCNN P-, R- and O-Net", fmr.faces.detect._mtcnn_weights.__wrapped__))

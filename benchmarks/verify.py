@@ -42,13 +42,13 @@ def load_embedders(families: list[str], depth: int, scratch: Path) -> list:
         except CheckpointError:
             import torch
 
-            from fmr.checkpoints import ModelCard, save_checkpoint
+            from fmr.modelfile import ModelCard, save_model_file
             from fmr.models import create_model
 
             torch.manual_seed(0)
             name = f"{family}{depth}"
             card = ModelCard(name=f"{name}-random-init", architecture=name)
-            path = save_checkpoint(scratch / name, create_model(name).eval(), card, "fp16")
+            path = save_model_file(scratch / name, create_model(name).eval(), card, "fp16")
         embedders.append(load_backbone(str(path) if family != "dlib" else "dlib"))
     return embedders
 

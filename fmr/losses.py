@@ -1,5 +1,5 @@
 """Margin losses for face recognition: ArcFace, CosFace and their combined form, plus the
-class-centre head (`MarginHead`) with optional Partial FC sampling.
+class-centre head (`MarginHead`) with optional sampled softmax over the class centres.
 
 The combined margin of insightface: for the target class, cos(theta) becomes
 cos(m1 * theta + m2) - m3, then every logit is multiplied by s:
@@ -27,6 +27,13 @@ Choices made here, with why:
   bf16 backbone does not round s * cos (up to 64) to 8 bits of mantissa.
 - Labels < 0 mean "no class label": no margin, no cross-entropy (the training loop uses such
   images for distillation only). The loss is the mean over labelled samples (0 when none).
+- Sampled softmax, not Partial FC. `sample_rate < 1` keeps every positive centre and a random
+  share of the negatives in each step's softmax, as insightface's PartialFC_V2 does, but the
+  centres are NOT sharded across ranks: each rank holds all of them, with their gradient and
+  optimiser state, and DDP all-reduces the full (num_classes, E) gradient. What it saves is
+  the logits: N x ceil(sample_rate x C) cosines, margins and softmax per step instead of N x C
+  (time and activation memory of the head), not the memory of the centres. For more
+  identities than one device holds, shard the centres as PartialFC_V2 does.
 """
 
 from __future__ import annotations
@@ -111,8 +118,8 @@ class MarginOutput(NamedTuple):
     target_cosine: (L,) fp32, detached, cosine between each labelled sample (label >= 0, in
         batch order) and its own class centre, before the margin (for angle statistics).
     correct: scalar int64, labelled samples whose nearest centre (plain cosine, no margin) is
-        their own class; training accuracy = correct / target_cosine.numel(). With Partial FC
-        the nearest centre is searched among the sampled classes only.
+        their own class; training accuracy = correct / target_cosine.numel(). With sampled
+        softmax the nearest centre is searched among the sampled classes only.
     """
 
     loss: torch.Tensor
@@ -121,11 +128,12 @@ class MarginOutput(NamedTuple):
 
 
 class MarginHead(nn.Module):
-    """Class centres + margin + softmax cross-entropy, with optional Partial FC sampling.
+    """Class centres + margin + softmax cross-entropy, with optional sampled softmax.
 
     weight: (num_classes, E) class centres, L2-normalised in the forward pass.
     margin: a `CombinedMarginLoss` (ArcFace(), CosFace(), ...).
-    sample_rate: share of class centres in each step's softmax (Partial FC, An et al. 2021):
+    sample_rate: share of class centres in each step's softmax (sampled softmax, the sampling
+        of Partial FC, An et al. 2021, without its sharding: see the module docstring):
         all centres of the batch's labels plus random other centres up to
         ceil(sample_rate * num_classes) in total. 1.0 = full softmax. Only in training mode;
         evaluation uses every class.
@@ -138,7 +146,8 @@ class MarginHead(nn.Module):
     DDP with the backbone, or on its own); each rank computes the loss of its local batch, with
     its own sample of negatives, and DDP averages the gradients. Centres outside a rank's sample
     get zero gradient from that rank. Memory per rank: num_classes x E fp32 centres (93k
-    identities x 512: 190 MB, plus gradient and optimiser state) and N x sampled logits.
+    identities x 512: 190 MB, plus gradient and optimiser state), whatever the sample rate and
+    the number of ranks, and N x sampled logits (what sampling saves).
     Cosines, logits and loss are fp32 even under bf16 autocast.
     """
 
@@ -161,7 +170,7 @@ class MarginHead(nn.Module):
     def sample_classes(
         self, labels: torch.Tensor, num_sampled: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Partial FC: the class indices to keep (sorted, every label of the batch included,
+        """Sampled softmax: the class indices to keep (sorted, every label of the batch included,
         at least `num_sampled` of them) and `labels` re-indexed into that subset (< 0 kept)."""
         labelled = labels >= 0
         priority = torch.rand(self.num_classes, device=labels.device)

@@ -10,7 +10,7 @@ import streamlit as st
 from fmr.app import charts, page
 from fmr.app.eval_scores import load_scores, score_file_problems, scores_dir
 from fmr.app.models import FAMILY_TITLES, backbone_inventory
-from fmr.eval.metrics import cosine_to_degrees, error_rates, roc_curve
+from fmr.metrics import cosine_to_degrees, error_rates, roc_curve
 
 CONDITION_COLOURS = ("#1565c0", "#ef6c00", "#6a1b9a", "#00838f")
 

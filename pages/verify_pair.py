@@ -12,6 +12,8 @@ from fmr.verify import compare
 
 VERDICT_WORDS = {"same": "same person", "different": "different people",
                  "inconclusive": "inconclusive"}
+CALIBRATION_WORDS = {"unmasked": "pairs of unmasked photos",
+                     "masked": "a masked photo against an unmasked one"}
 VERDICT_COLOURS = {"same": "green", "different": "red", "inconclusive": "orange"}
 PHOTO_HEIGHT = 320  # pixels: portrait and landscape photos get the same height
 
@@ -67,7 +69,7 @@ with face_work:
                     st.image(drawing.thumbnail(detected.image), width="stretch")
                     continue
                 index = photos.face_picker(detected, side, label)
-                face = photos.prepare_face(photo, index, masks[side])
+                face = photos.prepare_face(photo, index, masks[side], "ab".index(side))
             except FmrError as exc:
                 page.show_error(exc)
                 continue
@@ -100,11 +102,14 @@ with face_work:
         st.info(note, icon=":material/info:")
 
     st.subheader("Verdict")
+    masked = any(masks[side] is not None for side in "ab")
     cards = st.columns(len(models.embedders), gap="medium")
     for embedder, column in zip(models.embedders, cards, strict=True):
-        emb_a = photos.embed_prepared(embedder, inputs["a"], prepared["a"], masks["a"])
-        emb_b = photos.embed_prepared(embedder, inputs["b"], prepared["b"], masks["b"])
-        result = compare(emb_a, emb_b, embedder)
+        emb_a = photos.embed_prepared(embedder, inputs["a"], prepared["a"], masks["a"], 0)
+        emb_b = photos.embed_prepared(embedder, inputs["b"], prepared["b"], masks["b"], 1)
+        # With a synthetic mask on either photo the masked calibration decides (as in
+        # `fmr verify`), when the model has one.
+        result = compare(emb_a, emb_b, embedder, masked=masked)
         with column.container(border=True):
             title = FAMILY_TITLES.get(embedder.family, embedder.family)
             st.markdown(f"**{title}** · `{embedder.name}`")
@@ -114,12 +119,16 @@ with face_work:
             left.metric("Similarity", f"{result.similarity:.3f}", help="cosine similarity, -1 to 1")
             right.metric("Angle", f"{result.angle_deg:.1f}°", help="angle between the embeddings")
             if result.threshold is not None:
+                decided_by = CALIBRATION_WORDS[result.calibration]
                 st.caption(
                     f"Threshold {result.threshold:.3f} (FAR {result.threshold_far:.0e} on "
-                    f"validation pairs); {result.explanation()}."
+                    f"validation pairs; calibration: {result.calibration}, {decided_by}); "
+                    f"{result.explanation()}."
                 )
+                calibration = (embedder.calibration_masked if result.calibration == "masked"
+                               else embedder.calibration)
                 st.plotly_chart(
-                    charts.score_position(embedder.calibration, result.similarity),
+                    charts.score_position(calibration, result.similarity),
                     width="stretch",
                     key=f"position_{embedder.family}",
                 )

@@ -49,13 +49,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import dataclasses
 
-    from fmr.checkpoints import load_checkpoint, save_checkpoint
+    from fmr.cards import read_card
     from fmr.errors import FmrError
+    from fmr.modelfile import load_model_file, save_model_file
     from fmr.settings import checkpoint_dir
-    from fmr.verify.lookup import family_of, read_card
+    from fmr.verify.lookup import family_of
 
     try:
-        loaded = load_checkpoint(args.export)
+        loaded = load_model_file(args.export)
     except FmrError as exc:
         print(f"ship_checkpoint: {exc}", file=sys.stderr)
         return 2
@@ -67,13 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     card = dataclasses.replace(card, name=name, training=training)
     folder = checkpoint_dir()
     target = folder / f"{card.architecture}.safetensors"
-    family = family_of({"architecture": card.architecture})
+    family = family_of(card)
     for other in sorted(folder.glob("*.safetensors")):
         if other != target and family_of(read_card(other), other) == family:
             print(f"ship_checkpoint: removing {other.name} (same family, {family})")
             other.unlink()
             other.with_suffix(".json").unlink(missing_ok=True)
-    weights = save_checkpoint(target, loaded.model, card, storage=args.storage)
+    weights = save_model_file(target, loaded.model, card, storage=args.storage)
     mib = weights.stat().st_size / 2**20
     if mib > args.max_mib:
         weights.unlink()

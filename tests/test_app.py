@@ -90,7 +90,7 @@ def random_checkpoints_dir(tmp_path_factory) -> Path:
     drive the app's IResNet and ResSaNet paths before trained checkpoints ship."""
     import torch
 
-    from fmr.checkpoints import ModelCard, save_checkpoint
+    from fmr.modelfile import ModelCard, save_model_file
     from fmr.models import create_model
 
     folder = tmp_path_factory.mktemp("random-checkpoints")
@@ -99,7 +99,7 @@ def random_checkpoints_dir(tmp_path_factory) -> Path:
     for architecture in ("iresnet18", "ressanet18"):
         card = ModelCard(name=f"{architecture}-random", architecture=architecture,
                          training={"data": "none: random weights for tests"})
-        save_checkpoint(folder / architecture, create_model(architecture).eval(), card, "fp16")
+        save_model_file(folder / architecture, create_model(architecture).eval(), card, "fp16")
     return folder
 
 

@@ -108,12 +108,12 @@ def test_a_rewritten_checkpoint_replaces_its_loaded_copy(tmp_path):
     version and lets the old one go (one copy per file, not one per version)."""
     import torch
 
-    from fmr.checkpoints import ModelCard, save_checkpoint
+    from fmr.modelfile import ModelCard, save_model_file
     from fmr.models import create_model
     from fmr.verify.embedder import _load_torch, load_backbone
 
     torch.manual_seed(0)
-    path = save_checkpoint(tmp_path / "best", create_model("iresnet18").eval(),
+    path = save_model_file(tmp_path / "best", create_model("iresnet18").eval(),
                            ModelCard(name="r18", architecture="iresnet18"), "int8")
     first = load_backbone(path)
     assert load_backbone(path) is first

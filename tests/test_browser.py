@@ -21,7 +21,7 @@ pytestmark = pytest.mark.browser
 @pytest.fixture(scope="module")
 def chromium() -> str:
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev tools)")
-    from fmr.app.server import chromium_path
+    from devtools.app_server import chromium_path
 
     if chromium_path() is None:
         result = subprocess.run(
@@ -37,7 +37,7 @@ def chromium() -> str:
 def test_upload_a_pair_and_read_the_verdict(chromium, photos_dir, tmp_path):
     from PIL import Image
 
-    from fmr.app.server import chromium_page, running_app, upload_pair, wait_until_idle
+    from devtools.app_server import chromium_page, running_app, upload_pair, wait_until_idle
 
     pair = []
     for name in ("obama.jpg", "obama2.jpg"):

@@ -12,21 +12,20 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import safe_open, save_file
 
-from fmr.checkpoints import (
+from fmr.cards import ModelCard, read_card
+from fmr.errors import CheckpointError
+from fmr.modelfile import (
     CENTRES_TENSOR,
     CLOSED_SET_KEY,
     EXTRA_TENSOR_PREFIX,
     INT8_SCALE_SUFFIX,
-    ModelCard,
     dequantise_int8,
-    load_checkpoint,
+    load_model_file,
     quantise_int8,
-    read_card,
     read_class_centres,
-    save_checkpoint,
+    save_model_file,
     update_card,
 )
-from fmr.errors import CheckpointError
 from fmr.models import create_model
 
 SMALL_INPUT = 32
@@ -71,10 +70,10 @@ def embed(model, images):
 
 
 def test_fp32_round_trip_is_exact(tmp_path, small_model, images):
-    written = save_checkpoint(tmp_path / "model", small_model, card(), storage="fp32")
+    written = save_model_file(tmp_path / "model", small_model, card(), storage="fp32")
     assert written == tmp_path / "model.safetensors"
     assert (tmp_path / "model.json").is_file()
-    loaded = load_checkpoint(written)
+    loaded = load_model_file(written)
     assert not loaded.model.training
     assert torch.equal(embed(loaded.model, images), embed(small_model, images))
     assert loaded.card.architecture == "ressanet18" and loaded.card.storage == "fp32"
@@ -83,16 +82,16 @@ def test_fp32_round_trip_is_exact(tmp_path, small_model, images):
     assert loaded.path == written
     # the base name, the .safetensors and the .json all name the same checkpoint
     for spelling in (tmp_path / "model", tmp_path / "model.json", str(written)):
-        assert load_checkpoint(spelling).path == written
+        assert load_model_file(spelling).path == written
 
 
 def test_fp16_and_int8_storage(tmp_path, small_model, images):
     reference = embed(small_model, images)
     sizes = {}
     for storage in ("fp32", "fp16", "int8"):
-        path = save_checkpoint(tmp_path / storage, small_model, card(), storage=storage)
+        path = save_model_file(tmp_path / storage, small_model, card(), storage=storage)
         sizes[storage] = path.stat().st_size
-        loaded = load_checkpoint(path)
+        loaded = load_model_file(path)
         assert loaded.card.storage == storage
         assert all(p.dtype == torch.float32 for p in loaded.model.parameters())
         similarity = F.cosine_similarity(embed(loaded.model, images), reference).min().item()
@@ -113,11 +112,11 @@ def test_fp16_and_int8_storage(tmp_path, small_model, images):
 def test_save_unwraps_compiled_models_and_stores_fp32_as_fp32(tmp_path, small_model, images):
     compiled = torch.compile(small_model)  # the wrapper only (never run): keys get "_orig_mod."
     assert next(iter(compiled.state_dict())).startswith("_orig_mod.")
-    path = save_checkpoint(tmp_path / "compiled", compiled, card(), storage="fp32")
-    assert torch.equal(embed(load_checkpoint(path).model, images), embed(small_model, images))
+    path = save_model_file(tmp_path / "compiled", compiled, card(), storage="fp32")
+    assert torch.equal(embed(load_model_file(path).model, images), embed(small_model, images))
 
     half_trained = copy.deepcopy(small_model).bfloat16()  # e.g. weights kept in bf16
-    path = save_checkpoint(tmp_path / "bf16", half_trained, card(), storage="fp32")
+    path = save_model_file(tmp_path / "bf16", half_trained, card(), storage="fp32")
     with safe_open(str(path), framework="pt") as reader:
         assert reader.get_tensor("fc.weight").dtype == torch.float32
 
@@ -132,19 +131,19 @@ def test_int8_quantisation_is_per_output_channel():
 
 
 def test_card_beside_takes_precedence_and_embedded_card_is_the_fallback(tmp_path, small_model):
-    path = save_checkpoint(tmp_path / "m", small_model, card(notes="first"))
+    path = save_model_file(tmp_path / "m", small_model, card(notes="first"))
     data = json.loads((tmp_path / "m.json").read_text())
     assert data["notes"] == "first" and data["storage"] == "fp16"
     data["notes"] = "edited by hand"
     (tmp_path / "m.json").write_text(json.dumps(data))
-    assert load_checkpoint(path).card.notes == "edited by hand"
+    assert load_model_file(path).card.notes == "edited by hand"
     (tmp_path / "m.json").unlink()
-    assert load_checkpoint(path).card.notes == "first"
+    assert load_model_file(path).card.notes == "first"
     assert read_card(path).notes == "first"
 
 
 def test_update_card_rewrites_json_and_metadata_not_weights(tmp_path, small_model):
-    path = save_checkpoint(tmp_path / "m", small_model, card())
+    path = save_model_file(tmp_path / "m", small_model, card())
     with safe_open(str(path), framework="pt") as reader:
         before = {k: reader.get_tensor(k) for k in reader.keys()}  # noqa: SIM118
     calibration = {"target_far": 1e-3, "threshold_cosine": 0.31, "threshold_deg": 71.9}
@@ -155,7 +154,7 @@ def test_update_card_rewrites_json_and_metadata_not_weights(tmp_path, small_mode
         assert json.loads(reader.metadata()["fmr_card"])["calibration"] == calibration
         assert all(torch.equal(reader.get_tensor(k), v) for k, v in before.items())
     (tmp_path / "m.json").unlink()
-    assert load_checkpoint(path).card.metrics == {"lfw": {"accuracy": 0.99}}
+    assert load_model_file(path).card.metrics == {"lfw": {"accuracy": 0.99}}
     with pytest.raises(ValueError, match="thresholds"):
         update_card(path, thresholds={})
     with pytest.raises(ValueError, match="calibration"):
@@ -165,9 +164,9 @@ def test_update_card_rewrites_json_and_metadata_not_weights(tmp_path, small_mode
 def test_class_centres_ride_beside_the_backbone(tmp_path, small_model, images, monkeypatch):
     centres = torch.randn(3, 512)
     names = ["celeba-1", "lfw-A", "lfw-B"]
-    path = save_checkpoint(tmp_path / "run" / "best", small_model, card(notes="Trained."),
+    path = save_model_file(tmp_path / "run" / "best", small_model, card(notes="Trained."),
                            class_centres=(centres, names))
-    loaded = load_checkpoint(path)  # the backbone loader sets the extra tensor aside
+    loaded = load_model_file(path)  # the backbone loader sets the extra tensor aside
     assert torch.allclose(embed(loaded.model, images), embed(small_model, images), atol=1e-2)
     assert loaded.card.training[CLOSED_SET_KEY]["identities"] == names
     assert "only for closed-set accuracy" in loaded.card.notes
@@ -177,7 +176,7 @@ def test_class_centres_ride_beside_the_backbone(tmp_path, small_model, images, m
     assert torch.equal(read_class_centres(path)[0], centres)
 
     # Re-exported without them (fmr export --safetensors): no centres, no card entry, no note.
-    again = save_checkpoint(tmp_path / "again", loaded.model, loaded.card)
+    again = save_model_file(tmp_path / "again", loaded.model, loaded.card)
     assert read_class_centres(again) is None
     assert CLOSED_SET_KEY not in read_card(again).training
     assert read_card(again).notes == "Trained."
@@ -187,7 +186,7 @@ def test_class_centres_ride_beside_the_backbone(tmp_path, small_model, images, m
     # Never into the shipped checkpoint folder.
     monkeypatch.setenv("FMR_CHECKPOINT_DIR", str(tmp_path / "shipped"))
     with pytest.raises(CheckpointError, match="never go into the shipped"):
-        save_checkpoint(tmp_path / "shipped" / "m", small_model, card(),
+        save_model_file(tmp_path / "shipped" / "m", small_model, card(),
                         class_centres=(centres, names))
     assert not (tmp_path / "shipped" / "m.safetensors").exists()
 
@@ -215,7 +214,7 @@ def test_insightface_backbone_pth_loads(tmp_path, insightface_state, wrapping):
     elif wrapping == "nested":
         state = {"state_dict": state, "epoch": 3}
     torch.save(state, tmp_path / "backbone.pth")
-    loaded = load_checkpoint(tmp_path / "backbone.pth")
+    loaded = load_model_file(tmp_path / "backbone.pth")
     assert loaded.card.architecture == "iresnet18"
     assert loaded.card.embedding_size == 128 and loaded.card.input_size == 112
     assert loaded.card.channel_order == "RGB"
@@ -231,7 +230,7 @@ def test_insightface_pth_card_can_be_updated_beside_it(tmp_path, insightface_sta
     torch.save(insightface_state, tmp_path / "backbone.pth")
     update_card(tmp_path / "backbone.pth", calibration={"threshold_cosine": 0.3})
     assert (tmp_path / "backbone.json").is_file()
-    loaded = load_checkpoint(tmp_path / "backbone.pth")
+    loaded = load_model_file(tmp_path / "backbone.pth")
     assert loaded.card.calibration == {"threshold_cosine": 0.3}
     assert loaded.card.architecture == "iresnet18"
 
@@ -246,7 +245,7 @@ def _folder(tmp: Path, model, state) -> Path:
 
 
 def _truncated_safetensors(tmp: Path, model, state) -> Path:
-    path = save_checkpoint(tmp / "cut", model, card())
+    path = save_model_file(tmp / "cut", model, card())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
@@ -265,7 +264,7 @@ def _no_card_safetensors(tmp: Path, model, state) -> Path:
 
 
 def _card_with_other_architecture(tmp: Path, model, state) -> Path:
-    path = save_checkpoint(tmp / "wrong", model, card())
+    path = save_model_file(tmp / "wrong", model, card())
     data = json.loads((tmp / "wrong.json").read_text())
     data["architecture"] = "iresnet18"  # weights are a ressanet18
     (tmp / "wrong.json").write_text(json.dumps(data))
@@ -273,7 +272,7 @@ def _card_with_other_architecture(tmp: Path, model, state) -> Path:
 
 
 def _unknown_architecture(tmp: Path, model, state) -> Path:
-    path = save_checkpoint(tmp / "future", model, card())
+    path = save_model_file(tmp / "future", model, card())
     data = json.loads((tmp / "future.json").read_text())
     data["architecture"] = "vit_huge"
     (tmp / "future.json").write_text(json.dumps(data))
@@ -281,7 +280,7 @@ def _unknown_architecture(tmp: Path, model, state) -> Path:
 
 
 def _invalid_card_json(tmp: Path, model, state) -> Path:
-    path = save_checkpoint(tmp / "badcard", model, card())
+    path = save_model_file(tmp / "badcard", model, card())
     (tmp / "badcard.json").write_text("{not json")
     return path
 
@@ -343,7 +342,7 @@ def test_wrong_files_raise_checkpoint_error_naming_the_file(
 ):
     path = make_file(tmp_path, small_model, insightface_state)
     with pytest.raises(CheckpointError) as raised:
-        load_checkpoint(path)
+        load_model_file(path)
     message = str(raised.value)
     assert says in message
     assert path.stem in message

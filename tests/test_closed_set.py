@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fmr.checkpoints import load_checkpoint, read_class_centres, save_checkpoint
 from fmr.cli import main as fmr_main
 from fmr.data import pack as packs
 from fmr.errors import DataError
+from fmr.modelfile import load_model_file, read_class_centres, save_model_file
 from fmr.settings import REPO_ROOT
 
 NAMES = ["celeba-1", "celeba-2", "lfw-Ann", "lfw-Bob"]
@@ -163,8 +163,8 @@ def test_fmr_eval_closed_set_matches_the_run_and_refuses_mismatches(run, pack, t
     assert "differ" in err and "celeba-9" in err and "celeba-1" in err
 
     # A checkpoint without centres (as every shipped one): refused.
-    loaded = load_checkpoint(best)
-    plain = save_checkpoint(tmp_path / "plain", loaded.model, loaded.card)
+    loaded = load_model_file(best)
+    plain = save_model_file(tmp_path / "plain", loaded.model, loaded.card)
     assert fmr_main(["eval", "--closed-set", str(pack), "--checkpoint", str(plain)]) == 2
     assert "carries no class centres" in capsys.readouterr().err
 

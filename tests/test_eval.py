@@ -13,7 +13,8 @@ from fmr.cli import main
 from fmr.data.lfw import read_pairs
 from fmr.errors import DataError, FmrError
 from fmr.eval import protocols
-from fmr.eval.metrics import kfold_accuracy
+from fmr.metrics import kfold_accuracy
+from fmr.pipelines import embedding
 from fmr.settings import REPO_ROOT
 
 
@@ -134,7 +135,7 @@ def test_eval_rerun_reuses_the_cache_and_records(unmasked_eval, monkeypatch, cap
     def no_embedding(task):
         raise AssertionError(f"{task[0]} was embedded again")
 
-    monkeypatch.setattr(protocols, "_embed_one", no_embedding)
+    monkeypatch.setattr(embedding, "_embed_one", no_embedding)
     monkeypatch.setenv("FMR_CHECKPOINT_DIR", str(tmp_path))  # --record writes a copy's card
     shutil.copy(REPO_ROOT / "checkpoints" / "dlib_reference.json", tmp_path)
     assert main([*argv, "--record"]) == 0

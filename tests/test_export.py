@@ -12,9 +12,9 @@ import onnxruntime
 import pytest
 import torch
 
-from fmr.checkpoints import ModelCard, load_checkpoint, save_checkpoint
 from fmr.cli import build_parser, main
 from fmr.export import check_onnx
+from fmr.modelfile import ModelCard, load_model_file, save_model_file
 from fmr.models import create_model, normalize_input
 
 EXPORTED = ("iresnet18", "ressanet18")
@@ -43,7 +43,7 @@ def exported(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     result = {}
     for name in EXPORTED:
-        checkpoint = save_checkpoint(folder / name, warmed(name), ModelCard(name, name), "fp32")
+        checkpoint = save_model_file(folder / name, warmed(name), ModelCard(name, name), "fp32")
         onnx_path = folder / f"{name}.onnx"
         result[name] = (checkpoint, onnx_path, run_cli("export", str(checkpoint), "--onnx",
                                                        str(onnx_path)))
@@ -65,7 +65,7 @@ def test_onnx_matches_pytorch_under_onnxruntime(exported, name):
     images = normalize_input(pixels)
     (onnx_embeddings,) = session.run(["embeddings"], {"images": images.numpy()})
     with torch.inference_mode():
-        torch_embeddings = load_checkpoint(checkpoint).model(images).numpy()
+        torch_embeddings = load_model_file(checkpoint).model(images).numpy()
     assert onnx_embeddings.shape == (5, 512)
     assert np.abs(onnx_embeddings - torch_embeddings).max() < 1e-4
     assert np.abs(torch_embeddings).max() > 0.1  # a real signal, not all zeros
@@ -76,7 +76,7 @@ def test_onnx_matches_pytorch_under_onnxruntime(exported, name):
 
 def test_parity_check_catches_a_small_difference(exported):
     checkpoint, onnx_path, _ = exported["iresnet18"]
-    model = load_checkpoint(checkpoint).model
+    model = load_model_file(checkpoint).model
     with torch.no_grad():
         model.features.bias[7] += 1e-3  # one output off by 1e-3
     check = check_onnx(model, onnx_path, batch_sizes=(2,))
@@ -92,7 +92,7 @@ def test_export_converts_insightface_pth_to_safetensors(tmp_path):
                                "--safetensors", str(tmp_path / "r18"), "--storage", "fp16")
     assert status == 0, err
     assert "r18.safetensors" in out
-    loaded = load_checkpoint(tmp_path / "r18.safetensors")
+    loaded = load_model_file(tmp_path / "r18.safetensors")
     assert loaded.card.architecture == "iresnet18" and loaded.card.storage == "fp16"
     assert "insightface" in loaded.card.notes
     images = torch.randn(2, 3, 112, 112)

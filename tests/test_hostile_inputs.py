@@ -259,19 +259,19 @@ def broken_checkpoints(tmp_path_factory) -> dict[str, tuple[Path, str]]:
     header length is longer than the file, and another architecture's weights."""
     import torch
 
-    from fmr.checkpoints import ModelCard, save_checkpoint
+    from fmr.modelfile import ModelCard, save_model_file
     from fmr.models import create_model
 
     folder = tmp_path_factory.mktemp("broken-checkpoints")
     torch.manual_seed(0)
-    good = save_checkpoint(folder / "good", create_model("iresnet18").eval(),
+    good = save_model_file(folder / "good", create_model("iresnet18").eval(),
                            ModelCard(name="r18", architecture="iresnet18"), "int8")
     data = good.read_bytes()
     (folder / "truncated.safetensors").write_bytes(data[: len(data) // 2])
     # The first 8 bytes are the header's length: claim one longer than the whole file.
     (folder / "long-header.safetensors").write_bytes(struct.pack("<Q", len(data)) + data[8:])
     # ResSaNet-18 weights under a card that says IResNet-18 (the card inside the file only).
-    other = save_checkpoint(folder / "other-architecture", create_model("ressanet18").eval(),
+    other = save_model_file(folder / "other-architecture", create_model("ressanet18").eval(),
                             ModelCard(name="r18", architecture="iresnet18"), "int8")
     other.with_suffix(".json").unlink()
     for name in ("truncated", "long-header"):  # their cards beside them are intact

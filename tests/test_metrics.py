@@ -1,4 +1,4 @@
-"""fmr.eval.metrics, calibration and angles against hand-computed cases."""
+"""fmr.metrics, calibration and angles against hand-computed cases."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from fmr.eval import calibration as cal
-from fmr.eval import metrics as m
-from fmr.eval.angles import angles_to_centres, leave_one_out_centre_angles
+from fmr import metrics as m
+from fmr.metrics import calibration as cal
+from fmr.metrics.angles import angles_to_centres, leave_one_out_centre_angles
 
 
 # ----------------------------------------------------------------------------- thresholds

@@ -297,7 +297,7 @@ def test_training_path_imports_no_dlib_facenet_or_streamlit():
     """The GPU training machine has none of them: models, losses and checkpoints must not
     import them (checked in a fresh interpreter, as other tests may have loaded them here)."""
     code = (
-        "import sys, fmr.models, fmr.losses, fmr.checkpoints, fmr.export\n"
+        "import sys, fmr.models, fmr.losses, fmr.modelfile, fmr.export\n"
         "print(sorted(m for m in ('dlib', 'facenet_pytorch', 'streamlit') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

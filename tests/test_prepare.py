@@ -188,7 +188,7 @@ def test_training_side_folder_holds_no_evaluation_person(shared_data, tmp_path):
 def test_original_preset_leaves_out_evaluation_people(shared_data, tmp_path):
     """Evaluation people under any disguise (a folder named after them, links renamed, copies
     with LFW names) never enter the plan of a source from the shared data, nor the pack."""
-    from fmr.data.prepare import PrepareOptions, plan_original
+    from fmr.pipelines.prepare import PrepareOptions, plan_original
 
     person = _eval_person(shared_data)
     lfw = shared_data / "lfw" / "images"

@@ -23,6 +23,7 @@ from fmr.train.augment import AugmentSettings, augment_batch
 from fmr.train.cli import config_from_args
 from fmr.train.cli import main as train_main
 from fmr.train.schedule import warmup_poly_factor
+from fmr.train.state import STATE_DIR
 
 BLOCKED = ("dlib", "facenet_pytorch", "face_recognition_models", "streamlit")
 BLOCKER = f"""
@@ -71,7 +72,7 @@ def _train_blocked(*args: str) -> subprocess.CompletedProcess:
 
 
 def _state_steps(run: Path) -> list[int]:
-    return sorted(int(p.stem.split("-")[1]) for p in (run / "checkpoints").glob("step-*.pt"))
+    return sorted(int(p.stem.split("-")[1]) for p in (run / STATE_DIR).glob("step-*.pt"))
 
 
 def _events(run: Path, kind: str) -> list[dict]:
@@ -128,10 +129,10 @@ def test_train_resume_nan_stop_and_verify(pack, tmp_path, photos_dir, capsys):
     straight = tmp_path / "straight"
     assert train_main(["--data", str(pack), "--out", str(straight), *TINY]) == 0
     resumed = torch.load(
-        run / "checkpoints" / f"step-{2 * steps_per_epoch:08d}.pt", weights_only=False
+        run / STATE_DIR / f"step-{2 * steps_per_epoch:08d}.pt", weights_only=False
     )
     direct = torch.load(
-        straight / "checkpoints" / f"step-{2 * steps_per_epoch:08d}.pt", weights_only=False
+        straight / STATE_DIR / f"step-{2 * steps_per_epoch:08d}.pt", weights_only=False
     )
     for name, value in direct["backbone"].items():
         assert torch.equal(value, resumed["backbone"][name]), name
@@ -193,8 +194,8 @@ def test_consistent_targets_and_exact_resume_in_mid_epoch(pack, tmp_path):
     straight = tmp_path / "straight"
     assert train_main(["--data", str(pack), "--out", str(straight), *recipe]) == 0
     last = f"step-{2 * steps_per_epoch:08d}.pt"
-    resumed = torch.load(run / "checkpoints" / last, weights_only=False)
-    direct = torch.load(straight / "checkpoints" / last, weights_only=False)
+    resumed = torch.load(run / STATE_DIR / last, weights_only=False)
+    direct = torch.load(straight / STATE_DIR / last, weights_only=False)
     for name, value in direct["backbone"].items():
         assert torch.equal(value, resumed["backbone"][name]), name
     assert resumed["projection"] is None  # 128-d: the embedding itself is distilled
@@ -431,9 +432,9 @@ def test_training_path_imports_without_dlib_facenet_streamlit():
         "fmr.masks.tensor",
         "fmr.models",
         "fmr.losses",
-        "fmr.checkpoints",
-        "fmr.eval.metrics",
-        "fmr.eval.calibration",
+        "fmr.modelfile",
+        "fmr.metrics",
+        "fmr.metrics.calibration",
     ]
     code = BLOCKER + (
         "import importlib\n"

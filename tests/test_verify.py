@@ -21,13 +21,13 @@ def random_checkpoint(tmp_path_factory) -> Path:
     """A random-init iresnet18 saved as an fmr checkpoint (no calibration)."""
     import torch
 
-    from fmr.checkpoints import ModelCard, save_checkpoint
+    from fmr.modelfile import ModelCard, save_model_file
     from fmr.models import create_model
 
     torch.manual_seed(0)
     model = create_model("iresnet18").eval()
     card = ModelCard(name="iresnet18-random", architecture="iresnet18")
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "random", model, card, "fp16")
+    return save_model_file(tmp_path_factory.mktemp("ckpt") / "random", model, card, "fp16")
 
 
 @pytest.fixture(scope="session")
@@ -230,8 +230,8 @@ def test_torch_embedder_is_flip_averaged_and_unit_norm(random_checkpoint, lfw_fa
 def test_verify_pair_api_with_arrays_and_a_calibrated_checkpoint(
     random_checkpoint, tmp_path, lfw_faces
 ):
-    from fmr.eval.calibration import calibrate, decide
     from fmr.faces import load_image
+    from fmr.metrics.calibration import calibrate, decide
     from fmr.verify import load_backbone, verify_pair
     from fmr.verify.embedder import save_calibration, save_card_fields
 

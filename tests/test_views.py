@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from fmr.data.prepare import wide_canvas
 from fmr.faces import align_face, find_face, load_image
 from fmr.faces.align import WIDE_CANVAS
+from fmr.pipelines.prepare import wide_canvas
 from fmr.train.augment import AugmentSettings, augment_with_teacher
 from fmr.train.views import (
     CHIP_SIZE,

@@ -195,7 +195,8 @@ def build_scores(eval_dir: str | Path, progress: bool = True) -> dict[str, dict]
     Raises `DataError` when the folder holds no metrics.
     """
     from fmr.errors import DataError
-    from fmr.eval.protocols import embed_images, lfw_pairs
+    from fmr.eval.protocols import lfw_pairs
+    from fmr.pipelines.embedding import embed_images
 
     eval_dir = Path(eval_dir)
     reports = sorted(eval_dir.glob("*/metrics.json"))

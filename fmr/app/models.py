@@ -8,7 +8,6 @@ face detector, so the first comparison a user asks for does not pay for it.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from fmr.cards import read_card
 from fmr.verify import FAMILIES, Embedder
 from fmr.verify.lookup import DISPLAY_NAMES, available_backbones, dlib_card_path, missing_reason
 
@@ -50,14 +50,10 @@ def _read_card(family: str, path: str | None) -> dict:
     if path is None:
         return {}
     try:
-        if family == "dlib":
-            card_file = dlib_card_path()
-            return json.loads(card_file.read_text()) if card_file.is_file() else {}
-        from fmr.verify.lookup import read_card
-
-        return read_card(path)
+        card = read_card(dlib_card_path() if family == "dlib" else path)
     except Exception:  # a broken card shows up when the model loads; the list still renders
         return {}
+    return card.to_dict() if card is not None else {}
 
 
 def backbone_inventory() -> list[BackboneInfo]:

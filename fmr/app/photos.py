@@ -3,7 +3,8 @@
 A photo comes from an upload, the camera, or a sample. Decoding and face detection run once
 per photo (`detect_photo`), a synthetic mask once per photo, face and mask options
 (`prepare_face`), and each backbone's embedding once per prepared face (`embed_prepared`):
-moving a slider elsewhere on the page recomputes nothing.
+moving a slider elsewhere on the page recomputes nothing. The face work itself is the verify
+pipeline's (`fmr.verify.pipeline`), so the app and `fmr verify` embed the same face.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import streamlit as st
 
 from fmr.errors import FaceError
 from fmr.faces.detect import Face
+from fmr.verify.pipeline import PreparedFace, prepare_detected, side_rng
 
 # Everything fmr.faces.load_image reads (an animated GIF gives its first frame).
 ACCEPTED_TYPES = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
@@ -170,34 +172,9 @@ def masked_photo(data: bytes, name: str, face_index: int, mask_key: tuple):
     return masked_copy(photo.image, photo.faces[face_index], MaskChoice(*mask_key))
 
 
-@dataclass
-class PreparedFace:
-    """The face a backbone embeds: image (masked when asked), face in it, mask info or None.
-
-    redetected: whether the face was found again on the masked photo (as a real masked photo
-    would be); when not, the unmasked detection is used."""
-
-    name: str
-    image: np.ndarray
-    face: Face
-    face_index: int
-    faces_found: int
-    mask: dict | None = None
-
-
-def _redetect(masked: np.ndarray, face: Face) -> tuple[Face, bool]:
-    from fmr.faces import detect_faces
-    from fmr.verify.pipeline import REDETECT_MIN_IOU, box_iou
-
-    found = detect_faces(masked)
-    best = max(found, key=lambda f: box_iou(f.box, face.box), default=None)
-    if best is not None and box_iou(best.box, face.box) >= REDETECT_MIN_IOU:
-        return best, True
-    return face, False
-
-
 def masked_copy(image: np.ndarray, face: Face, choice: MaskChoice) -> tuple[np.ndarray, dict]:
-    """`image` with a synthetic mask on `face` (fmr.masks.mask_face); returns (copy, info)."""
+    """`image` with a synthetic mask on `face` (fmr.masks.mask_face); returns (copy, info).
+    The mask studio's picture; the verify pages mask through `prepare_face`."""
     from fmr.masks import mask_face
 
     return mask_face(
@@ -212,56 +189,54 @@ def masked_copy(image: np.ndarray, face: Face, choice: MaskChoice) -> tuple[np.n
     )
 
 
-def _chosen_face(photo: DetectedPhoto, name: str, face_index: int) -> tuple[int, Face]:
-    if not photo.faces:
-        raise FaceError(no_face_message(name, photo.image.shape))
-    index = min(face_index, len(photo.faces) - 1)
-    return index, photo.faces[index]
-
-
 # Only masked faces are cached here: an unmasked face is the detected photo itself, already
 # cached by detect_photo (caching it twice held every photo twice).
 @st.cache_data(max_entries=16, max_size=PHOTO_CACHE_SIZE, show_spinner=False)
-def _prepare_masked(data: bytes, name: str, face_index: int, mask_key: tuple) -> PreparedFace:
+def _masked_face(data: bytes, name: str, face_index: int, mask_key: tuple,
+                 side: int) -> PreparedFace:
     photo = detect_photo(data, name)
-    index, face = _chosen_face(photo, name, face_index)
-    try:
-        masked, info = masked_copy(photo.image, face, MaskChoice(*mask_key))
-    except FaceError as exc:
-        raise FaceError(f"{name}: this face cannot take a mask ({exc})") from exc
-    new_face, found = _redetect(masked, face)
-    info = {**info, "redetected": found}
-    return PreparedFace(name, masked, new_face, index, len(photo.faces), info)
+    choice = MaskChoice(*mask_key)
+    options = {"colour": choice.colour, "coverage": choice.coverage, "pattern": choice.pattern}
+    return prepare_detected(
+        photo.image, photo.faces, name=name, face_index=face_index, mask=choice.style,
+        mask_renderer=choice.renderer, seed=side_rng(choice.seed, side), mask_options=options,
+    )
 
 
-def prepare_face(photo: PhotoInput, face_index: int = 0, mask: MaskChoice | None = None):
-    """The face to embed from `photo` (cached). Raises FaceError with a message for the page."""
+def prepare_face(photo: PhotoInput, face_index: int = 0, mask: MaskChoice | None = None,
+                 side: int = 0) -> PreparedFace:
+    """The face to embed from `photo` (cached), through the verify pipeline
+    (`fmr.verify.pipeline.prepare_detected`): face `face_index` of the likely faces, with the
+    synthetic `mask` drawn as `fmr verify` draws it on photo `side` (0: A, 1: B) with the same
+    seed. Raises FaceError with a message for the page."""
     if mask is not None:
-        return _prepare_masked(photo.data, photo.name, face_index, mask.key())
+        return _masked_face(photo.data, photo.name, face_index, mask.key(), side)
     detected = detect_photo(photo.data, photo.name)
-    index, face = _chosen_face(detected, photo.name, face_index)
-    return PreparedFace(photo.name, detected.image, face, index, len(detected.faces))
+    if not detected.faces:
+        raise FaceError(no_face_message(photo.name, detected.image.shape))
+    return prepare_detected(detected.image, detected.faces, name=photo.name,
+                            face_index=face_index)
+
+
+def _face_key(photo: PhotoInput, prepared: PreparedFace, mask: MaskChoice | None,
+              side: int) -> tuple:
+    """What a prepared face depends on: the photo, the face, and the mask with its side (each
+    side draws its mask from its own seed, as `fmr verify` does)."""
+    return (photo.digest, prepared.face_index, None if mask is None else (*mask.key(), side))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _embed(_embedder, family: str, model_key: str, data_key: str, face_index: int,
-           mask_key: tuple | None, _prepared: PreparedFace) -> np.ndarray:
+def _embed(_embedder, family: str, model_key: str, face_key: tuple,
+           _prepared: PreparedFace) -> np.ndarray:
     return _embedder.embed_face(_prepared.image, _prepared.face)
 
 
 def embed_prepared(embedder, photo: PhotoInput, prepared: PreparedFace,
-                   mask: MaskChoice | None) -> np.ndarray:
-    """`embedder`'s unit-norm embedding of a prepared face (cached per photo, face, mask and
-    checkpoint)."""
-    return _embed(
-        embedder,
-        embedder.family,
-        _model_key(embedder),
-        photo.digest,
-        prepared.face_index,
-        None if mask is None else mask.key(),
-        prepared,
-    )
+                   mask: MaskChoice | None, side: int = 0) -> np.ndarray:
+    """`embedder`'s unit-norm embedding of a prepared face (cached per photo, face, mask, side
+    and checkpoint)."""
+    return _embed(embedder, embedder.family, _model_key(embedder),
+                  _face_key(photo, prepared, mask, side), prepared)
 
 
 def _model_key(embedder) -> str:
@@ -289,9 +264,7 @@ def occlusion_maps(embedder, inputs: dict, prepared: dict, masks: dict):
     masks and model): (OcclusionMap of A against B, of B against A)."""
 
     def key(side: str) -> tuple:
-        mask = masks[side]
-        mask_key = None if mask is None else mask.key()
-        return (inputs[side].digest, prepared[side].face_index, mask_key)
+        return _face_key(inputs[side], prepared[side], masks[side], "ab".index(side))
 
     return _occlusion(embedder, _model_key(embedder), key("a"), key("b"), prepared["a"],
                       prepared["b"])

@@ -112,14 +112,15 @@ def _write_manifest(path, items, ok, reasons, npz_name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import contextlib
-    import os
     import sys
     from pathlib import Path
 
     import numpy as np
 
     from fmr.batch import collect_inputs
-    from fmr.eval.protocols import Condition, embed_images
+    from fmr.eval.protocols import Condition
+    from fmr.files import write_atomically
+    from fmr.pipelines.embedding import embed_images
     from fmr.verify import load_backbone
 
     out = Path(args.out)
@@ -148,8 +149,7 @@ def run(args: argparse.Namespace) -> int:
             )[source]
             embeddings, ok, reasons = table.embeddings, table.ok, table.reasons
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(out.stem + ".tmp.npz")
-    np.savez(
+    write_atomically(out, lambda temporary: np.savez(
         temporary,
         paths=np.array([item.given for item in items], dtype=str),
         embeddings=np.asarray(embeddings, dtype=np.float32).reshape(
@@ -159,8 +159,7 @@ def run(args: argparse.Namespace) -> int:
         reason=np.array(reasons, dtype=str),
         backbone=np.array(embedder.family),
         checkpoint=np.array(str(embedder.path)),
-    )
-    os.replace(temporary, out)
+    ))
     manifest = out.with_name(out.stem + ".manifest.csv")
     _write_manifest(manifest, items, ok, reasons, out.name)
     failed = int((~np.asarray(ok)).sum())

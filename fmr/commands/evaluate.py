@@ -145,8 +145,9 @@ def _canonical_style(style: str | None) -> str | None:
 def _calibrate(args, specs, out) -> None:
     import sys
 
-    from fmr.eval.calibration import calibrate
-    from fmr.eval.protocols import CALIBRATION_MASKS, validation_scores
+    from fmr.eval.protocols import CALIBRATION_MASKS
+    from fmr.metrics.calibration import calibrate
+    from fmr.pipelines.embedding import validation_scores
     from fmr.settings import data_dir
     from fmr.verify.embedder import save_card_fields
 
@@ -231,8 +232,9 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from fmr.eval.protocols import Condition, embed_images, lfw_pairs, pair_metrics
+    from fmr.eval.protocols import Condition, lfw_pairs, pair_metrics
     from fmr.eval.report import summary_rows, summary_table, write_report
+    from fmr.pipelines.embedding import embed_images
     from fmr.settings import data_dir
     from fmr.verify.embedder import load_backbone
 
@@ -329,9 +331,9 @@ def _closed_set(args) -> int:
 
     import torch
 
-    from fmr.checkpoints import load_checkpoint, read_class_centres
     from fmr.data.pack import held_out_classes, is_pack, read_meta, read_validation
     from fmr.errors import FmrError
+    from fmr.modelfile import load_model_file, read_class_centres
     from fmr.train.device import choose_policy
     from fmr.train.validation import ClosedSetConditions
     from fmr.verify.lookup import resolve_checkpoint
@@ -367,7 +369,7 @@ def _closed_set(args) -> int:
             f"{checkpoint} was trained on {len(names)} identities that differ from the "
             f"{len(held_out.names)} classes of {pack} ({detail}); give the pack it was "
             "trained on")
-    loaded = load_checkpoint(checkpoint)
+    loaded = load_model_file(checkpoint)
     recipe = loaded.card.training.get("recipe", {})
     seed = args.mask_seed if args.mask_seed is not None else int(
         recipe.get("val_mask_seed", 0) if isinstance(recipe, dict) else 0)

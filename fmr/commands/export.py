@@ -49,14 +49,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from pathlib import Path
 
-    from fmr.checkpoints import load_checkpoint, save_checkpoint
+    from fmr.modelfile import load_model_file, save_model_file
 
-    loaded = load_checkpoint(args.checkpoint)
+    loaded = load_model_file(args.checkpoint)
     card = loaded.card
     print(f"loaded {loaded.path} ({card.architecture}, {card.embedding_size}-d embeddings)")
     status = 0
     if args.safetensors:
-        written = save_checkpoint(args.safetensors, loaded.model, card, storage=args.storage)
+        written = save_model_file(args.safetensors, loaded.model, card, storage=args.storage)
         print(f"wrote {written} and {written.with_suffix('.json')} ({args.storage} weights)")
     if args.onnx:
         from fmr.export import export_onnx

@@ -290,16 +290,21 @@ def run(args: argparse.Namespace) -> int:
         aligned=args.aligned, refine=args.refine, policy=args.multi_face,
         min_face=args.min_face, seed=args.seed,
     )
-    # Crops need neither torch nor dlib; photos need both, loaded once in the fork server.
+    # Crops need neither torch nor dlib; photos need both: the fork server imports them, each
+    # worker loads the models once (load_face_models) before its first photo.
+    initializer = None
     if args.aligned:
         preload = ("fmr.commands.mask", "fmr.masks", "fmr.masks.render") + (
             ("fmr.masks.warp",) if args.renderer == "warp" else ()) + (
             ("dlib", "fmr.faces.landmarks") if args.refine else ())
     else:
         preload = ("fmr.commands.mask", "fmr.masks", "fmr.masks.render", "fmr.masks.warp",
-                   "torch", "fmr.masks.preload")
+                   "torch", "dlib", "fmr.faces.detect", "fmr.faces.landmarks")
+        from fmr.faces.landmarks import load_face_models
+
+        initializer = load_face_models
     run_batch(
-        items, process, args.out, command="mask", workers=args.workers,
+        items, process, args.out, command="mask", workers=args.workers, initializer=initializer,
         extra_columns=COLUMNS, progress=not args.quiet, preload=preload,
     )
     return 0

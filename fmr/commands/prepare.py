@@ -98,8 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from fmr.data.prepare import PrepareOptions, prepare
     from fmr.errors import FmrError
+    from fmr.pipelines.prepare import PrepareOptions, prepare
     from fmr.settings import REPO_ROOT
 
     if args.preset == "original" and not args.source:

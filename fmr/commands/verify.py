@@ -53,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="mask renderer for --mask-a/--mask-b (default fmr)",
     )
     parser.add_argument(
+        "--mask-coverage", metavar="LOW:HIGH",
+        help="for --mask-a/--mask-b: how high the mask sits on the nose, a number or a range in "
+        "[0, 1] (0 just above the nose tip, 1 just below the eyes; default: the style's usual). "
+        "The app's coverage slider is this number",
+    )
+    parser.add_argument(
         "--threshold-far",
         type=float,
         metavar="FAR",
@@ -106,8 +112,12 @@ def run(args: argparse.Namespace) -> int:
         raise FmrError(
             f"--threshold-far {args.threshold_far}: a false accept rate between 0 and 1, e.g. 1e-3"
         )
+    from fmr.masks import parse_coverage
     from fmr.verify import verify_pair
 
+    mask_options = {}
+    if args.mask_coverage is not None:
+        mask_options["coverage"] = parse_coverage(args.mask_coverage)
     backbones = args.checkpoint if args.checkpoint else args.backbone
     # Libraries may print; stdout must hold only our answer (one JSON object with --json).
     with contextlib.redirect_stdout(sys.stderr):
@@ -121,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             threshold_far=args.threshold_far,
             mask_renderer=args.mask_renderer,
             seed=args.seed,
+            mask_options=mask_options,
         )
     if args.json:
         print(json.dumps(result, allow_nan=False))

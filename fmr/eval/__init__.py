@@ -1,5 +1,6 @@
-"""Verification evaluation: metrics, calibration, the LFW pairs protocol, angle statistics, reports.
+"""Verification evaluation: the LFW pairs protocol runner and its reports.
 
-`fmr.eval.metrics` and `fmr.eval.calibration` need only numpy; `fmr.eval.protocols` and
-`fmr.eval.report` load models, detectors and plotting libraries when called.
+The runner (`fmr.eval.protocols`) sits above `fmr.verify`: it embeds pair lists with a backbone
+and scores them. The maths it uses (metrics, calibration, angles) is in `fmr.metrics` (numpy
+only); `fmr.eval.report` writes tables and charts.
 """

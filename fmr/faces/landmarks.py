@@ -26,6 +26,15 @@ def dlib_model_path(filename: str) -> Path:
 
 
 @functools.cache
+def load_face_models() -> None:
+    """Load the models a masked photo needs (MTCNN's weights, dlib's 68-point predictor) now
+    rather than at the first face: `fmr mask --workers N` calls it once in each worker."""
+    from fmr.faces.detect import _mtcnn_weights
+
+    _mtcnn_weights()
+    shape_predictor(68)
+
+
 def shape_predictor(points: int = 68):
     """dlib's 68-point (or 5-point) shape predictor, loaded once per process."""
     import dlib

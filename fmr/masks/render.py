@@ -19,14 +19,16 @@ import cv2
 import numpy as np
 
 from fmr.errors import FaceError
+from fmr.masks import shading
 from fmr.masks.geometry import MaskGeometry, OutlineSpec, mask_geometry
+from fmr.masks.shading import MIN_CONTRAST, guard_contrast, luminance
 from fmr.masks.styles import MaskOptions, parse_colour
 from fmr.masks.texture import pattern_weight_map
 
 # Fabric size of the surface coordinates: u spans half a face (about 7 cm), v the mask height.
 U_CM, V_CM = 7.0, 9.0
-# The smallest colour distance (RGB, 0-255) between a mask and the skin it covers.
-MIN_CONTRAST = 55.0
+# MIN_CONTRAST (fmr.masks.shading): the smallest colour distance (RGB, 0-255) between a mask
+# and the skin it covers.
 
 OUTLINES: dict[str, OutlineSpec] = {
     "surgical": OutlineSpec(peak=(0.2, 0.85), side_drop=0.3, profile="tent", width=1.0,
@@ -426,10 +428,6 @@ def fmr_layers(
 # -- compositing --------------------------------------------------------------------------------
 
 
-def luminance(rgb: np.ndarray) -> np.ndarray:
-    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-
-
 def key_colours(image: np.ndarray, key_points, skin: np.ndarray, radius: int = 2) -> np.ndarray:
     """The colours a mask must differ from: the skin's median and every pixel within `radius`
     of the key points (nose tip, mouth corners), (R, 3) float32."""
@@ -480,24 +478,6 @@ def ensure_visible(lit: np.ndarray, total: np.ndarray, roi: np.ndarray, points) 
     return lit + (255 * total - lit) * 0.9
 
 
-def guard_contrast(colour: np.ndarray, references: np.ndarray, gain: np.ndarray) -> np.ndarray:
-    """A colour (3,) moved lighter or darker until, lit by `gain` (3,), it differs by at least
-    MIN_CONTRAST from every reference colour (R, 3); unchanged when it already does.
-
-    Candidates are tried in order of the size of the change; when none is far enough, the one
-    farthest from the references is used.
-    """
-    steps = np.linspace(0.08, 1.0, 12, dtype=np.float32)[:, None]
-    candidates = np.concatenate([
-        colour[None].astype(np.float32),
-        np.stack([colour * (1 - steps), colour + (255 - colour) * steps], axis=1).reshape(-1, 3),
-    ])
-    lit = candidates * gain
-    distance = np.sqrt(((lit[:, None, :] - references[None]) ** 2).sum(-1)).min(1)
-    ok = np.flatnonzero(distance >= MIN_CONTRAST)
-    return candidates[ok[0] if ok.size else int(distance.argmax())].astype(np.float32)
-
-
 def body_albedo(options: MaskOptions, u, v, base, secondary, xp=np):
     """Colour of the mask fabric before lighting, (h, w, 3) from the pattern at (u, v)."""
     weight = pattern_weight_map(options.pattern, u * U_CM, v * V_CM, options.pattern_scale,
@@ -532,10 +512,7 @@ def composite(
     step = max(1, int(max(image.shape[:2]) // 96))
     small = image[::step, ::step].astype(np.float32)
     white = float(np.percentile(luminance(small), 99.5))
-    exposure = float(np.clip(white / 236.0, 0.35, 1.0))
-    mean_rgb = small.reshape(-1, 3).mean(0) + 1.0
-    cast = np.clip((mean_rgb / mean_rgb.mean()) ** 0.35, 0.88, 1.12).astype(np.float32)
-    gain = (exposure * cast).astype(np.float32)
+    gain = shading.photo_gain(white, small.reshape(-1, 3).mean(0) + 1.0)
     # The face's own light and shadow, blurred past its features (on a small copy: cheap).
     factor = max(1, int(layers.unit * 0.15))
     small_lum = cv2.resize(lum, (max(1, w // factor), max(1, h // factor)),
@@ -543,7 +520,7 @@ def composite(
     small_lum = cv2.GaussianBlur(small_lum, (0, 0), max(0.8, 0.45 * layers.unit / factor))
     blurred = cv2.resize(small_lum, (w, h), interpolation=cv2.INTER_LINEAR)
     face_level = float(blurred[body].mean()) + 1.0
-    light = np.clip((blurred + 1.0) * (1.0 / face_level), 0.5, 1.4) ** 0.7
+    light = shading.face_light(blurred, face_level)
 
     references = key_colours(image, key_points, np.median(skin_pixels, axis=0))
     base = guard_contrast(options.rgb, references, gain)
@@ -553,25 +530,20 @@ def composite(
     shade = layers.shade
     if layers.grain > 0:
         shade = shade * (1 + layers.grain * rng.standard_normal(shade.shape, np.float32))
-    a_over = layers.over_alpha
-    a_body = layers.alpha * (1 - a_over)
-    total = (a_body + a_over)[..., None]
     if options.pattern == "plain" or options.pattern_weight == 0:
-        premultiplied = (shade * a_body)[..., None] * base.astype(np.float32)
+        albedo = base.astype(np.float32)
     else:
-        premultiplied = body_albedo(options, layers.u, layers.v, base, secondary) * (
-            shade * a_body)[..., None]
-    premultiplied += layers.over_rgb * a_over[..., None]
-    lit = premultiplied * (light[..., None] * gain)
+        albedo = body_albedo(options, layers.u, layers.v, base, secondary)
+    lit, total = shading.lit_layers(albedo, shade, layers.alpha, layers.over_rgb,
+                                    layers.over_alpha, light, gain)
     # Grain like the photo's own (median absolute deviation from a 3x3 blur).
     sample = lum[::2, ::2]
     noise = 1.4826 * float(np.median(np.abs(sample - cv2.blur(sample, (3, 3))))) * 1.3
     if noise > 0.3:
         lit += (rng.standard_normal((h, w), np.float32) * min(noise, 8.0))[..., None] * total
-    lit = np.clip(lit, 0, None)
-    np.minimum(lit, 255.0 * total, out=lit)
+    lit = shading.clip_lit(lit, total)
     if key_points is not None:
         lit = ensure_visible(lit, total, roi, np.asarray(key_points) - (x0, y0))
-    blended = roi * (1 - total) + lit
+    blended = shading.blend(roi, lit, total)
     out[y0 : y0 + h, x0 : x0 + w] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
     return out, {"contrast_guard": guarded, "parts": ", ".join(layers.parts)}

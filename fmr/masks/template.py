@@ -5,12 +5,12 @@ the template; its 68 dlib points vary only a little around a mean shape. Masks o
 use that mean (no detector, no dlib: aligned data never fails), and the training-time tensor path
 draws shapes from `TEMPLATE_LANDMARKS68 + sum_k b_k * SHAPE_MODES[k]` with b_k ~ N(0, 1).
 
-Fitted by `python -m fmr.masks.template` on 1,500 training-side LFW photos (one per person, never
-a person from LFW folds 6-10): MTCNN face, dlib 68 points on the photo, mapped into the crop by
-the photo's alignment matrix; the 5% of shapes farthest from the median were dropped (bad fits).
-Units: pixels of a 112x112 crop, (x, y), dlib's point order. SHAPE_MODES are principal axes
-scaled to one standard deviation: mode 0 is head turn (nose and jaw shift sideways, about
-4 px at the nose tip), mode 1 face length and pitch, mode 2 jaw and chin height.
+Fitted by `python -m devtools.mask_template` on 1,500 training-side LFW photos (one per
+person, never a person from LFW folds 6-10): MTCNN face, dlib 68 points on the photo, mapped into
+the crop by the photo's alignment matrix; the 5% of shapes farthest from the median were dropped
+(bad fits). Units: pixels of a 112x112 crop, (x, y), dlib's point order. SHAPE_MODES are
+principal axes scaled to one standard deviation: mode 0 is head turn (nose and jaw shift
+sideways, about 4 px at the nose tip), mode 1 face length and pitch, mode 2 jaw and chin height.
 """
 
 from __future__ import annotations
@@ -133,19 +133,3 @@ def measure_aligned_shapes(paths) -> np.ndarray:
             points = landmarks68(image, faces[0].box)
             shapes.append(transform_points(points, alignment_matrix(faces[0].landmarks)))
     return np.stack(shapes)
-
-
-if __name__ == "__main__":  # regenerate the constants above from training-side LFW people
-    import random
-
-    from fmr.data.splits import shared_split
-    from fmr.settings import data_dir
-
-    split = shared_split(data_dir())
-    people = sorted(k for k in split.train if k.startswith("lfw/"))
-    random.Random(1).shuffle(people)
-    shapes = measure_aligned_shapes(split.train[p][0] for p in people[:1500])
-    mean, modes = fit_template_shape(shapes)
-    np.set_printoptions(precision=1, suppress=True)
-    print("TEMPLATE_LANDMARKS68 =", repr(mean))
-    print("SHAPE_MODES =", repr(modes))

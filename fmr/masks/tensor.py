@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fmr.masks.render import MIN_CONTRAST, U_CM, V_CM, fmr_layers
+from fmr.masks import shading
+from fmr.masks.render import U_CM, V_CM, fmr_layers
 from fmr.masks.styles import (
     EVAL_STYLES,
     MASK_STYLES,
@@ -120,25 +121,6 @@ def _choice(probabilities: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     return index.clamp(max=probabilities.shape[1] - 1)
 
 
-def _luminance(x: torch.Tensor) -> torch.Tensor:
-    return x[:, 0] * 0.299 + x[:, 1] * 0.587 + x[:, 2] * 0.114
-
-
-def _guard(colour: torch.Tensor, references: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-    """Batched `fmr.masks.render.guard_contrast`: colour (M, 3), references (M, R, 3),
-    gain (M, 3) -> colours at least MIN_CONTRAST from every reference once lit."""
-    steps = torch.linspace(0.08, 1.0, 12, device=colour.device)
-    darker = colour[:, None, :] * (1 - steps[None, :, None])
-    lighter = colour[:, None, :] + (255 - colour[:, None, :]) * steps[None, :, None]
-    candidates = torch.stack([darker, lighter], dim=2).reshape(colour.shape[0], -1, 3)
-    candidates = torch.cat([colour[:, None, :], candidates], dim=1)  # (M, 1 + 24, 3)
-    lit = candidates * gain[:, None, :]
-    distance = torch.cdist(lit, references).amin(dim=2)  # (M, 25)
-    ok = distance >= MIN_CONTRAST
-    first = torch.where(ok.any(1), ok.float().argmax(1), distance.argmax(1))
-    return candidates[torch.arange(colour.shape[0], device=colour.device), first]
-
-
 def mask_batch(
     images: torch.Tensor,
     prob: float,
@@ -209,26 +191,22 @@ def mask_batch(
     pattern_angle = torch.floor(_rand((m,), generator, device) * 4) * (np.pi / 4) - np.pi / 4
     pattern_angle = pattern_angle.view(m, 1, 1)
 
-    # Lighting from the crop itself (see fmr.masks.render.composite).
-    lum = _luminance(x)
+    # Lighting from the crop itself (see fmr.masks.render.composite; the maths is shared).
+    lum = shading.luminance(x.movedim(1, -1))
     small = F.avg_pool2d(lum[:, None], 4).flatten(1)
-    white = torch.quantile(small, 0.995, dim=1)
-    exposure = (white / 236.0).clamp(0.35, 1.0)
-    mean_rgb = x.mean(dim=(2, 3)) + 1.0
-    cast = ((mean_rgb / mean_rgb.mean(1, keepdim=True)) ** 0.35).clamp(0.88, 1.12)
-    gain = exposure[:, None] * cast  # (M, 3)
+    gain = shading.photo_gain(torch.quantile(small, 0.995, dim=1), x.mean(dim=(2, 3)) + 1.0)
     blurred = F.interpolate(F.avg_pool2d(lum[:, None], 16), size=(112, 112), mode="bilinear",
                             align_corners=False)[:, 0]
     body = (alpha > 0.5).float()
     level = (blurred * body).sum((1, 2)) / body.sum((1, 2)).clamp(min=1) + 1.0
-    light = ((blurred + 1.0) / level[:, None, None]).clamp(0.5, 1.4) ** 0.7
+    light = shading.face_light(blurred, level)
 
     skin = (x * body[:, None]).sum((2, 3)) / body.sum((1, 2)).clamp(min=1)[:, None]
     points = torch.from_numpy(TEMPLATE_LANDMARKS68[list(KEY_POINTS)]).round().long()
     patches = [x[:, :, py - 2 : py + 3, px - 2 : px + 3].flatten(2) for px, py in points.tolist()]
     references = torch.cat([skin[:, :, None], *patches], dim=2).transpose(1, 2)  # (M, R, 3)
-    base = _guard(base, references, gain)
-    secondary = _guard(secondary, references, gain)
+    base = shading.guard_contrast(base, references, gain)
+    secondary = shading.guard_contrast(secondary, references, gain)
 
     weight = torch.zeros_like(u)
     for index, name in enumerate(PATTERNS):
@@ -240,13 +218,9 @@ def mask_batch(
         ).float()
     weight = (weight * 0.9)[:, None]
     albedo = base[:, :, None, None] * (1 - weight) + secondary[:, :, None, None] * weight
-    body_rgb = albedo * shade[:, None]
-    a_over = over_alpha[:, None]
-    a_body = alpha[:, None] * (1 - a_over)
-    total = a_body + a_over
-    colour = (body_rgb * a_body + over_rgb * a_over) / total.clamp(min=1e-4)
-    lit = (colour * gain[:, :, None, None] * light[:, None]).clamp(0, 255)
-    result = x * (1 - total) + lit * total
+    lit, total = shading.lit_layers(albedo.movedim(1, -1), shade, alpha, over_rgb.movedim(1, -1),
+                                    over_alpha, light, gain)
+    result = shading.blend(x.movedim(1, -1), shading.clip_lit(lit, total), total).movedim(-1, 1)
     if images.dtype == torch.uint8:
         result = result.round().clamp(0, 255).to(torch.uint8)
     else:

@@ -14,14 +14,8 @@ import cv2
 import numpy as np
 
 from fmr.errors import FaceError
-from fmr.masks.render import (
-    U_CM,
-    V_CM,
-    ensure_visible,
-    guard_contrast,
-    key_colours,
-    luminance,
-)
+from fmr.masks.render import U_CM, V_CM, ensure_visible, key_colours
+from fmr.masks.shading import guard_contrast, luminance
 from fmr.masks.styles import MaskOptions, parse_colour
 from fmr.masks.texture import pattern_weight_map
 

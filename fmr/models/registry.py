@@ -36,7 +36,8 @@ def create_model(name: str, **kwargs) -> nn.Module:
 
     kwargs: embedding_size (default 512), dropout (default 0.0; before the fc layer),
     input_size (default 112; other sizes only for quick tests: checkpoints, the app and the
-    export all use 112).
+    export all use 112). The model carries `model.input_config` (`fmr.models.InputConfig`):
+    how its pixels are normalised.
     """
     try:
         constructor = _MODEL_CONSTRUCTORS[name]
@@ -44,4 +45,8 @@ def create_model(name: str, **kwargs) -> nn.Module:
         raise ValueError(
             f"unknown model {name!r}; registered models: {', '.join(list_models())}"
         ) from None
-    return constructor(**kwargs)
+    from fmr.models.inputs import InputConfig
+
+    model = constructor(**kwargs)
+    model.input_config = InputConfig(input_size=int(getattr(model, "input_size", 112)))
+    return model

@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from fmr.faces.align import CROP_CANVAS, TEMPLATE_SIZE, WIDE_CANVAS, Canvas
+from fmr.models.inputs import DEFAULT_INPUT
 from fmr.train.config import TrainConfig
 from fmr.train.views import (
     CHIP_SIZE,
@@ -74,7 +75,7 @@ class AugmentSettings:
 
 def normalise(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """Float [0, 255] images -> the model input (x/255 - 0.5) / 0.5, in [-1, 1]."""
-    x = x.mul(2.0 / 255.0).sub_(1.0).clamp_(-1.0, 1.0)
+    x = DEFAULT_INPUT.normalise(x).clamp_(-1.0, 1.0)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 

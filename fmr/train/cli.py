@@ -18,7 +18,7 @@ the pack (or --val); without any, training runs and skips validation.
 
 Outputs in --out (default runs/<backbone>-<date>-<time>): best.safetensors + best.json (the model
 chosen on the validation pairs, calibrated on them; `fmr verify --checkpoint` loads it),
-checkpoints/step-N.pt (resumable), log.jsonl, epochs.csv, tensorboard/, config.json.
+states/step-N.pt (resumable training states), log.jsonl, epochs.csv, tensorboard/, config.json.
 
 Settings come from the defaults, then --config FILE (TOML or JSON, keys = the long flag names),
 then the flags given here. One GPU by default; several with torchrun:

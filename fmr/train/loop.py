@@ -17,7 +17,7 @@ and masked; on a pack with a held-out split also closed-set top-1/top-5 against 
 centres, `fmr.train.validation`), an export of the best model so far
 (`<out>/best.safetensors` + `best.json`, calibrated on the validation pairs, with the class
 centres on such a pack; `Training.export`), and a resumable training state
-(`<out>/checkpoints/step-N.pt`; `Training.save`). A non-finite loss stops the run with a
+(`<out>/states/step-N.pt`; `Training.save`). A non-finite loss stops the run with a
 message; the last state on disk is the last good one.
 """
 
@@ -179,9 +179,9 @@ def make_optimizer(module: nn.Module, config: TrainConfig, policy: DevicePolicy)
 def init_backbone_from(backbone: nn.Module, path: str, config: TrainConfig) -> dict:
     """Copy the weights of an exported model (`--init-from`) into `backbone`; returns its card
     as a dict. Raises FmrError when it is another architecture or embedding size."""
-    from fmr.checkpoints import load_checkpoint
+    from fmr.modelfile import load_model_file
 
-    loaded = load_checkpoint(path)
+    loaded = load_model_file(path)
     card = loaded.card
     if (card.architecture, card.embedding_size) != (config.backbone, config.embedding_size):
         raise FmrError(
@@ -722,7 +722,7 @@ class Training:
     def export(self, selected: dict, calibration: dict, calibration_masked: dict) -> Path:
         """Write the selected model as `<out>/best.safetensors` + `best.json` with its card and
         its calibrations (unmasked pairs; a masked probe against unmasked photos)."""
-        from fmr.checkpoints import ModelCard, save_checkpoint
+        from fmr.modelfile import ModelCard, save_model_file
 
         config, data = self.config, self.data
         metrics = {"validation": None if selected.get("score") is None else {
@@ -764,7 +764,7 @@ class Training:
             "of training-side identities, never on evaluation data.",
             licence=LICENCE_NOTE,
         )
-        path = save_checkpoint(self.out / "best", self.module.backbone, card,
+        path = save_model_file(self.out / "best", self.module.backbone, card,
                                storage=config.storage, class_centres=centres)
         self.log.event("export", step=self.progress.step, path=str(path),
                        selected=metrics["selected"])

@@ -4,14 +4,14 @@ The validation crops go to the device once. Their masked copies are drawn once t
 fixed seed (`--val-mask-seed`) and the training mask styles, so every epoch is scored on the
 same masks and epochs compare. Pairs are scored twice: both photos unmasked, and the second
 photo masked (the first stays unmasked, like a masked probe against an enrolment photo).
-Accuracy is the LFW protocol's 10-fold accuracy (`fmr.eval.metrics.kfold_accuracy`), with folds
+Accuracy is the LFW protocol's 10-fold accuracy (`fmr.metrics.kfold_accuracy`), with folds
 interleaved over the pair list so each fold mixes same and different pairs. Beside it, the true
 accept rate at a false accept rate of 1e-3 over all pairs of the validation images (every
 same-identity pair genuine, every cross-identity pair impostor; `VAL_FAR`), which keeps
 separating models after accuracy on the listed pairs saturates. The mean of the unmasked and
 masked TAR is the score that picks the best epoch.
 
-The best export gets two calibrations (`fmr.eval.calibration.calibrate`) over all pairs of the
+The best export gets two calibrations (`fmr.metrics.calibration.calibrate`) over all pairs of the
 validation images, every same-identity pair genuine and every cross-identity pair impostor: one
 with both photos unmasked (the card's `calibration`), one with a masked probe against the
 unmasked gallery (`calibration_masked`, used when a photo of a pair wears a synthetic mask).
@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from fmr.data.pack import HeldOutClasses, ValidationSet
+from fmr.models.inputs import DEFAULT_INPUT, embed_flip_averaged
 from fmr.train.device import DevicePolicy
 
 EMBED_BATCH = 256
@@ -85,7 +86,7 @@ class ClosedSetConditions:
         """{"images", "identities", "classes", "<condition>": {"top1", "top5"}, ...,
         "conditions": what each means, "skipped": {condition: why}} for `model` against
         `centres` (C, E). `unmasked`: embeddings of the unmasked photos when already made."""
-        from fmr.eval.metrics import closed_set_accuracy
+        from fmr.metrics import closed_set_accuracy
 
         c = F.normalize(centres.detach().float(), dim=1).cpu().numpy()
         result: dict = {}
@@ -112,14 +113,12 @@ def embed_crops(model: torch.nn.Module, images: torch.Tensor, policy: DevicePoli
     model.eval()
     outputs = []
     for start in range(0, len(images), EMBED_BATCH):
-        x = images[start : start + EMBED_BATCH].to(policy.device, non_blocking=True).float()
-        x = x.mul_(2.0 / 255.0).sub_(1.0)
-        both = policy.prepare_input(torch.cat([x, x.flip(3)]))
-        with policy.autocast():
-            both = model(both).float()
-        outputs.append(both[: len(x)] + both[len(x) :])
+        x = DEFAULT_INPUT.normalise(images[start : start + EMBED_BATCH].to(policy.device,
+                                                                            non_blocking=True))
+        outputs.append(embed_flip_averaged(model, x, prepare=policy.prepare_input,
+                                           autocast=policy.autocast))
     model.train(was_training)
-    return F.normalize(torch.cat(outputs), dim=1)
+    return torch.cat(outputs)
 
 
 class Validator:
@@ -152,7 +151,7 @@ class Validator:
         return unmasked, masked
 
     def _metrics(self, gallery: torch.Tensor, probes: torch.Tensor, masked: bool) -> dict:
-        from fmr.eval.metrics import all_pair_scores, kfold_accuracy, tar_at_far
+        from fmr.metrics import all_pair_scores, kfold_accuracy, tar_at_far
 
         scores = (gallery[self.pairs[:, 0]] * probes[self.pairs[:, 1]]).sum(1).cpu().numpy()
         result = kfold_accuracy(scores, self.same, folds=self.folds)
@@ -190,8 +189,8 @@ class Validator:
         """(unmasked, masked-probe) calibrations over all pairs of the validation images, of
         `model`, or of the model `evaluate` just scored when None. The masked one is {} when
         the validator has no masked copies."""
-        from fmr.eval.calibration import calibrate
-        from fmr.eval.metrics import all_pair_scores
+        from fmr.metrics import all_pair_scores
+        from fmr.metrics.calibration import calibrate
 
         unmasked, masked = self.last if model is None else self.embeddings(model)
         labels = self.validation.labels

@@ -17,7 +17,6 @@ from fmr.verify.lookup import (
     available_backbones,
     find_checkpoint,
     missing_reason,
-    read_card,
 )
 from fmr.verify.pipeline import PreparedFace, prepare_face, resolve_backbones, verify_pair
 
@@ -34,7 +33,6 @@ __all__ = [
     "load_backbone",
     "missing_reason",
     "prepare_face",
-    "read_card",
     "resolve_backbones",
     "verify_pair",
 ]

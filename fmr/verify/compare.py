@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from fmr.eval.calibration import decide, far_at_score, frr_at_score
-from fmr.eval.metrics import cosine_to_degrees
+from fmr.metrics import cosine_to_degrees
+from fmr.metrics.calibration import decide, far_at_score, frr_at_score
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ def compare(
     """Compare two unit-norm embeddings with the calibration of `embedder`.
 
     embedder: an `Embedder` (its card's calibration is used) or a calibration dict from
-    `fmr.eval.calibration.calibrate`. threshold_far: decide at the threshold for this FAR
+    `fmr.metrics.calibration.calibrate`. threshold_far: decide at the threshold for this FAR
     instead of the calibrated one (e.g. 1e-4 for a stricter "same"). masked: a photo of the
     pair wears a synthetic mask; the embedder's masked calibration decides when it has one (a
     masked face scores lower against its owner, so the unmasked threshold would call too many

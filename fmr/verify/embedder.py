@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import functools
 import threading
-import types
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from fmr.cards import ModelCard, card_json, read_card
 from fmr.errors import CheckpointError, FaceError
 from fmr.faces.detect import Face
+from fmr.files import write_text_atomically
 from fmr.verify.lookup import (
     TRAINED_FAMILIES,
     dlib_card_path,
@@ -26,55 +27,37 @@ from fmr.verify.lookup import (
     resolve_checkpoint,
 )
 
-# The input conventions fmr's models and insightface's arcface_torch backbones use.
-SUPPORTED_NORMALISATIONS = {"(x/255-0.5)/0.5", "(x-127.5)/127.5"}
 BATCH_SIZE = 64
-
-
-def _card_object(data: dict):
-    """A ModelCard when fmr.checkpoints is importable, else the same fields as attributes."""
-    try:
-        from fmr.checkpoints import ModelCard
-
-        return ModelCard.from_dict(data)
-    except ImportError:  # pragma: no cover - fmr.checkpoints ships with fmr
-        return types.SimpleNamespace(**data)
-
-
-def _card_dict(card) -> dict:
-    if hasattr(card, "to_dict"):
-        return card.to_dict()
-    return dict(vars(card))
 
 
 class Embedder(ABC):
     """A face-recognition model behind one interface.
 
     name: what the model is called (the card's name); family: "iresnet", "ressanet", "dlib" or
-    the architecture of another checkpoint; card: its model card (`fmr.checkpoints.ModelCard`);
+    the architecture of another checkpoint; card: its model card (`fmr.cards.ModelCard`);
     path: the file it came from; embedding_size: D.
     """
 
     name: str
     family: str
-    card: object
+    card: ModelCard
     path: Path
     embedding_size: int
 
     @property
     def calibration(self) -> dict:
-        """The card's calibration (see `fmr.eval.calibration`); {} when never calibrated."""
-        return dict(getattr(self.card, "calibration", None) or {})
+        """The card's calibration (see `fmr.metrics.calibration`); {} when never calibrated."""
+        return dict(self.card.calibration)
 
     @property
     def calibration_masked(self) -> dict:
         """The card's calibration for a masked photo against an unmasked one; {} when never
         measured."""
-        return dict(getattr(self.card, "calibration_masked", None) or {})
+        return dict(self.card.calibration_masked)
 
     @property
     def architecture(self) -> str:
-        return str(getattr(self.card, "architecture", self.family))
+        return self.card.architecture
 
     def describe(self) -> dict:
         """A short JSON-serialisable description for reports."""
@@ -110,24 +93,26 @@ class TorchEmbedder(Embedder):
         self.model = loaded.model.eval()
         self.card = loaded.card
         self.path = Path(loaded.path)
-        self.family = family_of(_card_dict(self.card), self.path)
-        self.name = str(getattr(self.card, "name", "") or self.path.stem)
-        self.embedding_size = int(getattr(self.card, "embedding_size", 512))
-        self.input_size = int(getattr(self.card, "input_size", 112))
-        self.channel_order = str(getattr(self.card, "channel_order", "RGB")).upper()
-        normalisation = str(getattr(self.card, "input_normalisation", "(x/255 - 0.5) / 0.5"))
-        if normalisation.replace(" ", "") not in SUPPORTED_NORMALISATIONS:
+        self.family = family_of(self.card, self.path)
+        self.name = self.card.name or self.path.stem
+        self.embedding_size = self.card.embedding_size
+        from fmr.models import InputConfig
+
+        try:
+            self.input = InputConfig.from_card(self.card)
+        except ValueError as exc:
             raise CheckpointError(
-                f"{self.path}: its card asks for input normalisation {normalisation!r}; fmr feeds "
-                "(x/255 - 0.5) / 0.5 (insightface's convention): fix the card if that is what "
+                f"{self.path}: its card's input is not one fmr can feed ({exc}); fmr's models "
+                "and insightface's take (x/255 - 0.5) / 0.5, RGB: fix the card if that is what "
                 "the model was trained with"
-            )
+            ) from None
+        self.input_size = self.input.input_size
 
     def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
         import cv2
         import torch
 
-        from fmr.models import normalize_input
+        from fmr.models.inputs import embed_flip_averaged
 
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[-1] != 3:
@@ -141,13 +126,8 @@ class TorchEmbedder(Embedder):
         with torch.inference_mode():
             for start in range(0, len(crops), BATCH_SIZE):
                 batch = torch.from_numpy(np.ascontiguousarray(crops[start : start + BATCH_SIZE]))
-                x = normalize_input(batch)
-                if self.channel_order == "BGR":
-                    x = x.flip(1)
-                n = x.shape[0]
-                features = self.model(torch.cat([x, x.flip(3)])).float()
-                summed = features[:n] + features[n:]
-                out[start : start + n] = torch.nn.functional.normalize(summed, dim=1).numpy()
+                x = self.input.normalise(batch)
+                out[start : start + len(x)] = embed_flip_averaged(self.model, x).numpy()
         return out
 
     def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
@@ -179,14 +159,14 @@ class DlibEmbedder(Embedder):
             data = (
                 json.loads(card_file.read_text()) if card_file.is_file() else _default_dlib_card()
             )
-            self.card = _card_object(data)
+            self.card = ModelCard.from_dict(data)
         except ValueError as exc:  # bad JSON, or not a model card
             raise CheckpointError(
                 f"{card_file}: not a readable model card ({exc}); restore it from git or "
                 "regenerate it with `fmr eval --backbone dlib --calibrate-only --out DIR`"
             ) from exc
         self.card_path = card_file
-        self.name = str(getattr(self.card, "name", "dlib-resnet-v1"))
+        self.name = self.card.name
         self.embedding_size = self.reference.embedding_size
 
     def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
@@ -241,9 +221,9 @@ class _LoadedTorchModels:
             found = self._models.get(path)
             if found is not None and found[0] == mtime:
                 return found[1]
-            from fmr.checkpoints import load_checkpoint
+            from fmr.modelfile import load_model_file
 
-            embedder = TorchEmbedder(load_checkpoint(path))
+            embedder = TorchEmbedder(load_model_file(path))
             self._models.pop(path, None)
             self._models[path] = (mtime, embedder)  # newest last
             while len(self._models) > self.max_files:
@@ -286,7 +266,7 @@ def load_backbone(family_or_path: str | Path) -> Embedder:
 
 def save_card_fields(spec: str | Path, **fields) -> Path:
     """Rewrite fields of a backbone's model card: "dlib" (checkpoints/dlib_reference.json) or
-    a checkpoint path (through `fmr.checkpoints.update_card`). Returns the card file."""
+    a checkpoint path (through `fmr.modelfile.update_card`). Returns the card file."""
     import datetime
     import json
 
@@ -296,10 +276,10 @@ def save_card_fields(spec: str | Path, **fields) -> Path:
         data.update(fields)
         data["created"] = data.get("created") or datetime.date.today().isoformat()
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(card_json(data), encoding="utf-8")
+        write_text_atomically(path, card_json(data))
         _load_dlib.cache_clear()
         return path
-    from fmr.checkpoints import update_card
+    from fmr.modelfile import update_card
 
     path = Path(spec)
     if path.suffix != ".safetensors":
@@ -314,32 +294,22 @@ def save_card_fields(spec: str | Path, **fields) -> Path:
 
 def save_metrics(spec: str | Path, key: str, values: dict) -> Path:
     """Add evaluation results under `key` to a backbone card's `metrics` (others are kept)."""
-    from fmr.verify.lookup import read_card
-
     if str(spec) == "dlib":
         import json
 
         path = dlib_card_path()
-        card = json.loads(path.read_text()) if path.is_file() else _default_dlib_card()
+        metrics = (json.loads(path.read_text()) if path.is_file() else _default_dlib_card()).get(
+            "metrics", {})
     else:
         card = read_card(spec)
-    return save_card_fields(spec, metrics={**card.get("metrics", {}), key: values})
+        metrics = card.metrics if card is not None else {}
+    return save_card_fields(spec, metrics={**metrics, key: values})
 
 
 def save_calibration(spec: str | Path, calibration: dict) -> Path:
-    """Store a calibration (from `fmr.eval.calibration.calibrate`) in a backbone's model card.
+    """Store a calibration (from `fmr.metrics.calibration.calibrate`) in a backbone's model card.
 
     spec: "dlib" (writes `checkpoints/dlib_reference.json`) or a checkpoint path (its card is
-    rewritten with `fmr.checkpoints.update_card`). Returns the card file written.
+    rewritten with `fmr.modelfile.update_card`). Returns the card file written.
     """
     return save_card_fields(spec, calibration=calibration)
-
-
-def card_json(data: dict) -> str:
-    """JSON with one key per line but lists of numbers on one line (a readable card)."""
-    import json
-    import re
-
-    text = json.dumps(data, indent=1, allow_nan=False)
-    number_list = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
-    return number_list.sub(lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text) + "\n"

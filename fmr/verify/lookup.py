@@ -9,9 +9,9 @@ without `.safetensors`) or any path. Nothing here imports torch: it only reads m
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from fmr.cards import ModelCard, read_card
 from fmr.errors import CheckpointError
 from fmr.settings import REPO_ROOT, checkpoint_dir
 
@@ -26,31 +26,9 @@ def runs_dir() -> Path:
     return REPO_ROOT / "runs"
 
 
-def read_card(path: str | Path) -> dict:
-    """The model card of a `.safetensors` checkpoint as a plain dict ({} when it has none).
-
-    Reads the sibling `.json` when present, else the card embedded in the safetensors metadata
-    (key `fmr_card`). Cheap: no weights are loaded.
-    """
-    path = Path(path)
-    sibling = path.with_suffix(".json")
-    try:
-        if sibling.is_file():
-            return json.loads(sibling.read_text())
-        if path.suffix == ".safetensors" and path.is_file():
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="numpy") as handle:
-                metadata = handle.metadata() or {}
-            return json.loads(metadata.get("fmr_card", "{}"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: its model card cannot be read ({exc})") from exc
-    return {}
-
-
-def family_of(card: dict, path: str | Path | None = None) -> str:
+def family_of(card: ModelCard | None, path: str | Path | None = None) -> str:
     """The family ("iresnet", "ressanet", ...) a card's architecture belongs to."""
-    architecture = str(card.get("architecture", "")).lower()
+    architecture = card.architecture.lower() if card is not None else ""
     for family in FAMILIES:
         if architecture.startswith(family):
             return family

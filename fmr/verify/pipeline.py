@@ -1,4 +1,10 @@
-"""From two photos to verdicts: load, detect, (mask), embed with each backbone, compare."""
+"""From two photos to verdicts: load, detect, (mask), embed with each backbone, compare.
+
+This is the one face pipeline: `fmr verify`, the evaluation runner and the app (`fmr.app.photos`,
+which caches each step per photo) all prepare a face with `prepare_face` / `prepare_detected`
+and compare with `fmr.verify.compare`, so a photo gives the same face, mask and score
+everywhere.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +39,7 @@ class PreparedFace:
     faces_found: int
     mask: dict | None = None
     unlikely_ignored: int = 0
+    face_index: int = 0  # which of the likely faces (largest first) this is
 
     def to_dict(self) -> dict:
         height, width = self.image.shape[:2]
@@ -55,6 +62,11 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+def side_rng(seed: int, side: int) -> np.random.Generator:
+    """The random generator for the synthetic mask on photo `side` (0: A, 1: B) of a pair."""
+    return np.random.default_rng([seed, side])
+
+
 def mask_and_redetect(
     image: np.ndarray,
     face: Face,
@@ -64,18 +76,21 @@ def mask_and_redetect(
     rng: np.random.Generator | int | None = None,
     min_face_size: int = 20,
     name: str = "image",
+    **options,
 ) -> tuple[np.ndarray, Face, dict]:
     """Draw a synthetic mask on `face` and find the face again in the masked photo.
 
     A real masked photo goes through detection with the mask on, so the masked face is detected
     again (the face overlapping the original box most, IoU >= 0.3); when the detector misses it,
-    the unmasked detection is kept and `info["redetected"]` is False.
+    the unmasked detection is kept and `info["redetected"]` is False. An aligned crop's template
+    face (`face.source == "template"`) is kept as it is: its face is where the template says.
+    options: colour, coverage, pattern... as `fmr.masks.apply_mask` takes them.
     Returns (masked image, face to embed, mask info).
     """
     from fmr.masks import mask_face
 
     try:
-        masked, info = mask_face(image, face, style, rng, renderer=renderer)
+        masked, info = mask_face(image, face, style, rng, renderer=renderer, **options)
     except FaceError as exc:  # the mask code does not know the file's name
         raise FaceError(f"{name}: cannot draw a {style} mask ({exc})") from exc
     info = dict(info)
@@ -91,18 +106,11 @@ def mask_and_redetect(
     return masked, face, info
 
 
-def prepare_face(
-    source,
-    *,
-    name: str | None = None,
-    policy: str = "largest",
-    mask: str | None = None,
-    mask_renderer: str = "fmr",
-    seed: int | np.random.Generator | None = 0,
-    min_face_size: int = 20,
-) -> PreparedFace:
-    """Load a photo (path, bytes, open file or RGB uint8 array), pick its face by `policy`, and
-    optionally draw a synthetic mask of style `mask` (seeded by `seed`).
+def prepare_face(source, *, name: str | None = None, min_face_size: int = 20,
+                 **options) -> PreparedFace:
+    """Load a photo (path, bytes, open file or RGB uint8 array), detect its faces, pick one by
+    `policy`, and optionally draw a synthetic mask of style `mask` (seeded by `seed`;
+    `mask_options`: colour, coverage, pattern). options: as `prepare_detected` takes them.
 
     Raises `FaceError` naming the input when it cannot be read or shows no face.
     """
@@ -117,8 +125,35 @@ def prepare_face(
         label = source_name(source, name)
         image = load_image(source, name=label)
     faces = detect_faces(image, min_face_size=min_face_size)
-    face = select_face(faces, image.shape, policy, label)
+    return prepare_detected(image, faces, name=label, min_face_size=min_face_size, **options)
+
+
+def prepare_detected(
+    image: np.ndarray,
+    faces: list[Face],
+    *,
+    name: str = "image",
+    face_index: int | None = None,
+    policy: str = "largest",
+    mask: str | None = None,
+    mask_renderer: str = "fmr",
+    seed: int | np.random.Generator | None = 0,
+    min_face_size: int = 20,
+    mask_options: dict | None = None,
+) -> PreparedFace:
+    """`prepare_face` after detection: `faces` are `detect_faces(image)` (or the likely ones).
+
+    face_index: which of the likely faces (largest first) to use; None: choose by `policy`.
+    """
     likely, ignored = likely_faces(faces)
+    if face_index is None:
+        face = select_face(faces, image.shape, policy, name)
+        index = next(i for i, candidate in enumerate(likely) if candidate is face)
+    else:
+        if not likely:
+            face = select_face(faces, image.shape, policy, name)  # raises: no face
+        index = min(max(int(face_index), 0), len(likely) - 1)
+        face = likely[index]
     info = None
     if mask:
         image, face, info = mask_and_redetect(
@@ -128,9 +163,10 @@ def prepare_face(
             renderer=mask_renderer,
             rng=seed,
             min_face_size=min_face_size,
-            name=label,
+            name=name,
+            **(mask_options or {}),
         )
-    return PreparedFace(label, image, face, len(likely), info, ignored)
+    return PreparedFace(name, image, face, len(likely), info, ignored, index)
 
 
 def resolve_backbones(backbones) -> tuple[list[Embedder], list[dict]]:
@@ -175,11 +211,13 @@ def verify_pair(
     seed: int = 0,
     name_a: str | None = None,
     name_b: str | None = None,
+    mask_options: dict | None = None,
 ) -> dict:
     """Are the faces in two photos the same person? One result per backbone.
 
     image_a, image_b: paths, bytes, open files or RGB uint8 arrays. backbones: see
-    `resolve_backbones`. mask_a / mask_b: a mask style to draw on that photo first.
+    `resolve_backbones`. mask_a / mask_b: a mask style to draw on that photo first (drawn with
+    `side_rng(seed, 0)` and `side_rng(seed, 1)`; mask_options: colour, coverage, pattern).
     Returns the `fmr verify --json` object: {"a": {...}, "b": {...}, "results": [{"backbone",
     "name", "checkpoint", "similarity", "angle_deg", "threshold", "verdict", "far_at_score",
     "frr_at_score", "band", "threshold_far", "calibration", "explanation"}], "missing":
@@ -194,7 +232,8 @@ def verify_pair(
         policy=policy,
         mask=mask_a,
         mask_renderer=mask_renderer,
-        seed=np.random.default_rng([seed, 0]),
+        seed=side_rng(seed, 0),
+        mask_options=mask_options,
     )
     b = prepare_face(
         image_b,
@@ -202,7 +241,8 @@ def verify_pair(
         policy=policy,
         mask=mask_b,
         mask_renderer=mask_renderer,
-        seed=np.random.default_rng([seed, 1]),
+        seed=side_rng(seed, 1),
+        mask_options=mask_options,
     )
     results = []
     for embedder in embedders:

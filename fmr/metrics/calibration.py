@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fmr.eval.metrics import (
+from fmr.metrics.verification import (
     DEFAULT_FAR_TARGETS,
     equal_error_rate,
     error_rates,

@@ -1,6 +1,12 @@
-"""Checkpoint files: safetensors weights plus a JSON model card, self-describing.
+"""Model files: safetensors weights plus a JSON model card, self-describing.
 
-`save_checkpoint("runs/r50", model, card)` writes two files:
+Three words, three things: a *model file* is what this module writes and reads (a training
+run's `best.safetensors`, `fmr export --safetensors`); a *shipped checkpoint* is a model file in
+the `checkpoints/` folder, found by `fmr.verify.lookup` (`--backbone`, `--checkpoint`,
+`FMR_CHECKPOINT_DIR`); a *training state* is train.py's resumable `runs/<run>/states/step-N.pt`
+(`fmr.train.state`), never loaded as a model.
+
+`save_model_file("runs/r50", model, card)` writes two files:
 
 - `runs/r50.safetensors`: the weights, with the card's JSON also embedded in the safetensors
   metadata (key "fmr_card"), so the weights file alone is enough to load the model;
@@ -19,31 +25,32 @@ Class centres (only runs whose pack has a held-out split, `fmr prepare --preset 
 the margin head's weights go in as the extra tensor `fmr_extra.class_centres` ((C, D) fp32;
 tensors under `fmr_extra.` are not part of the backbone and the loader sets them aside) and the
 identity names in `card.training["closed_set"]`, for `fmr eval --closed-set` only. They never
-go into `checkpoints/` (`save_checkpoint` refuses), and a re-export without them drops the
+go into `checkpoints/` (`save_model_file` refuses), and a re-export without them drops the
 card entry.
 
-`load_checkpoint` also reads insightface `backbone.pth` state dicts (IResNet 18-200): the
+`load_model_file` also reads insightface `backbone.pth` state dicts (IResNet 18-200): the
 architecture is inferred from the number of blocks per stage, and the card notes
 insightface's input convention (RGB, (x/255 - 0.5) / 0.5, 112x112), which is fmr's own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import os
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from fmr.cards import CARD_METADATA_KEY, ModelCard, card_from_json, card_path, read_card
 from fmr.errors import CheckpointError
+from fmr.files import write_atomically, write_text_atomically
 
-CARD_METADATA_KEY = "fmr_card"
 STORAGE_KINDS = ("fp32", "fp16", "int8")
 INT8_SCALE_SUFFIX = ".int8_scale"
 EXTRA_TENSOR_PREFIX = "fmr_extra."  # tensors beside the backbone's; the loader sets them aside
@@ -63,62 +70,7 @@ INSIGHTFACE_NOTE = (
 
 
 @dataclass
-class ModelCard:
-    """What a checkpoint is and how to feed it. JSON-serialisable via to_dict / from_dict.
-
-    training: data, loss, schedule... as the training run recorded them.
-    metrics: evaluation results (e.g. {"lfw_masked": {"accuracy": ...}}).
-    calibration: verification thresholds (cosine and angle) and the FAR they were set at, for
-    pairs of unmasked photos. calibration_masked: the same for a masked photo against an
-    unmasked one ({} when not measured).
-    storage: how the weights file stores them: fp32 | fp16 | int8 (per-output-channel scale).
-    """
-
-    name: str
-    architecture: str
-    embedding_size: int = 512
-    input_size: int = 112
-    input_normalisation: str = "(x/255 - 0.5) / 0.5"
-    channel_order: str = "RGB"
-    storage: str = "fp16"
-    training: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
-    calibration: dict = field(default_factory=dict)
-    calibration_masked: dict = field(default_factory=dict)
-    notes: str = ""
-    licence: str = ""
-    created: str = ""
-    fmr_version: str = ""
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelCard:
-        """Builds a card from a dict; unknown keys (from a newer fmr) are ignored. Raises
-        ValueError when `name` or `architecture` is missing or a field has the wrong type."""
-        if not isinstance(data, dict):
-            raise ValueError(f"a model card is a JSON object, got {type(data).__name__}")
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        missing = [name for name in ("name", "architecture") if name not in data]
-        if missing:
-            raise ValueError(f"the model card lacks {', '.join(missing)}")
-        values = {key: value for key, value in data.items() if key in known}
-        for key, value in values.items():
-            expected = {"training": dict, "metrics": dict, "calibration": dict,
-                        "calibration_masked": dict}.get(key)
-            if expected is None:
-                expected = int if key in ("embedding_size", "input_size") else str
-            if not isinstance(value, expected) or isinstance(value, bool):
-                raise ValueError(f"model card field {key!r} should be {expected.__name__}")
-        return cls(**values)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
-
-
-@dataclass
-class LoadedCheckpoint:
+class LoadedModel:
     """A loaded checkpoint: `model` in eval mode, fp32, on the requested device."""
 
     model: nn.Module
@@ -134,10 +86,6 @@ def _weights_path(path: str | Path) -> Path:
     """<path>.safetensors for a base path, the path itself when it already ends so."""
     path = Path(path)
     return path if path.suffix == ".safetensors" else Path(f"{path}.safetensors")
-
-
-def _card_path(weights: Path) -> Path:
-    return weights.with_suffix(".json")
 
 
 def _resolve(path: str | Path) -> Path:
@@ -220,23 +168,8 @@ def _stored_tensors(model: nn.Module, storage: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _write_atomically(path: Path, write) -> None:
-    """write(tmp_path) then rename over `path`, so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        # safetensors creates its files readable by their owner only; use the usual mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _write_card(card_path: Path, card: ModelCard) -> None:
-    _write_atomically(card_path, lambda tmp: tmp.write_text(card.to_json(), encoding="utf-8"))
+def _write_card(path: Path, card: ModelCard) -> None:
+    write_text_atomically(path, card.to_json())
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -247,7 +180,7 @@ def _inside(path: Path, folder: Path) -> bool:
     return True
 
 
-def save_checkpoint(
+def save_model_file(
     path: str | Path, model: nn.Module, card: ModelCard, storage: str = "fp16",
     *, class_centres: tuple[torch.Tensor, list[str]] | None = None,
 ) -> Path:
@@ -298,26 +231,19 @@ def save_checkpoint(
     card.fmr_version = card.fmr_version or __version__
     card.embedding_size = int(getattr(model, "embedding_size", card.embedding_size))
     card.input_size = int(getattr(model, "input_size", card.input_size))
+    config = getattr(model, "input_config", None)  # fmr.models.InputConfig: how it is fed
+    if config is not None:
+        card.input_normalisation, card.channel_order = config.normalisation, config.channel_order
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {**_stored_tensors(model, storage), **extra}
     metadata = {"format": "pt", CARD_METADATA_KEY: json.dumps(card.to_dict())}
-    _write_atomically(weights, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-    _write_card(_card_path(weights), card)
+    write_atomically(weights, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    _write_card(card_path(weights), card)
     return weights
 
 
 # ---------------------------------------------------------------------------------------------
 # loading
-
-
-def _read_card_json(card_path: Path) -> ModelCard:
-    try:
-        return ModelCard.from_dict(json.loads(card_path.read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
-        raise CheckpointError(
-            f"model card {card_path} is not valid ({exc}); fix or delete it (the card embedded "
-            "in the .safetensors file is used when the .json is absent)"
-        ) from None
 
 
 def _read_safetensors(weights: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -358,22 +284,18 @@ def _expand_stored(tensors: dict[str, torch.Tensor], weights: Path) -> dict[str,
 
 def _load_safetensors(weights: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
     tensors, metadata = _read_safetensors(weights)
-    card_path = _card_path(weights)
-    if card_path.is_file():
-        card = _read_card_json(card_path)
+    beside = card_path(weights)
+    if beside.is_file():
+        card = read_card(beside)
     elif CARD_METADATA_KEY in metadata:
-        try:
-            card = ModelCard.from_dict(json.loads(metadata[CARD_METADATA_KEY]))
-        except (json.JSONDecodeError, ValueError) as exc:
-            raise CheckpointError(
-                f"{weights}: the model card in its metadata is not valid ({exc}); put a valid "
-                f"card in {card_path.name} beside it"
-            ) from None
+        card = card_from_json(metadata[CARD_METADATA_KEY],
+                              f"{weights}: the model card in its metadata",
+                              f"put a valid card in {beside.name} beside it")
     else:
         raise CheckpointError(
-            f"{weights} has no fmr model card (neither {card_path.name} beside it nor "
+            f"{weights} has no fmr model card (neither {beside.name} beside it nor "
             f"'{CARD_METADATA_KEY}' in its metadata), so fmr does not know its architecture; "
-            "save it with fmr.checkpoints.save_checkpoint"
+            "save it with fmr.modelfile.save_model_file"
         )
     return _expand_stored(tensors, weights), card
 
@@ -435,12 +357,11 @@ def _load_torch_state(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
         ) from None
     state = _unwrap_state_dict(obj, path)
     architecture, embedding_size = infer_iresnet(state, path)
-    card_path = path.with_suffix(".json")
-    if card_path.is_file():
-        card = _read_card_json(card_path)
+    card = read_card(path)
+    if card is not None:
         if card.architecture != architecture:
             raise CheckpointError(
-                f"{card_path} says {card.architecture} but {path} holds an {architecture}; "
+                f"{card_path(path)} says {card.architecture} but {path} holds an {architecture}; "
                 "fix or delete the card"
             )
     else:
@@ -493,10 +414,15 @@ def _build_model(state: dict[str, torch.Tensor], card: ModelCard, path: Path) ->
                 f"(embedding size {card.embedding_size}) expects {tuple(expected[name].shape)}"
             )
     model.load_state_dict(state, strict=False)
+    from fmr.models import InputConfig
+
+    # A card whose input fmr cannot read still loads; an embedder refuses to feed it.
+    with contextlib.suppress(ValueError):
+        model.input_config = InputConfig.from_card(card)
     return model
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+def load_model_file(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Loads an fmr .safetensors checkpoint or an insightface backbone.pth.
 
     path: the .safetensors file, its base name (without suffix) or its .json card; or a .pth /
@@ -509,14 +435,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     elif weights.suffix in TORCH_SUFFIXES:
         state, card = _load_torch_state(weights)
     else:
-        hint = " (ONNX files run under onnxruntime, not fmr.load_checkpoint)" if (
+        hint = " (ONNX files run under onnxruntime, not fmr.load_model_file)" if (
             weights.suffix == ".onnx") else ""
         raise CheckpointError(
             f"{weights}: fmr loads .safetensors checkpoints (written by fmr) and insightface "
             f"backbone.pth state dicts, not '{weights.suffix or 'no suffix'}' files{hint}"
         )
     model = _build_model(state, card, weights)
-    return LoadedCheckpoint(model.to(device).eval(), card, weights)
+    return LoadedModel(model.to(device).eval(), card, weights)
 
 
 def read_class_centres(path: str | Path) -> tuple[torch.Tensor, list[str]] | None:
@@ -529,7 +455,8 @@ def read_class_centres(path: str | Path) -> tuple[torch.Tensor, list[str]] | Non
     from safetensors import SafetensorError
     from safetensors.torch import safe_open
 
-    entry = read_card(weights).training.get(CLOSED_SET_KEY)
+    card = read_card(weights)
+    entry = card.training.get(CLOSED_SET_KEY) if card is not None else None
     try:
         with safe_open(str(weights), framework="pt", device="cpu") as reader:
             keys = set(reader.keys())  # noqa: SIM118
@@ -547,29 +474,16 @@ def read_class_centres(path: str | Path) -> tuple[torch.Tensor, list[str]] | Non
     return centres.float(), names
 
 
-def read_card(path: str | Path) -> ModelCard:
-    """The card of a checkpoint without loading its weights (cheap)."""
+def card_of(path: str | Path) -> ModelCard:
+    """The card of a model file: its fmr card (`fmr.cards.read_card`, no weights loaded) or,
+    for an insightface state dict without one, the card fmr infers from its weights."""
     weights = _resolve(path)
-    card_path = _card_path(weights)
-    if card_path.is_file() and card_path != weights:
-        return _read_card_json(card_path)
-    if weights.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import safe_open
-
-        try:
-            with safe_open(str(weights), framework="pt") as reader:
-                metadata = reader.metadata() or {}
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{weights} is not a readable safetensors file ({exc})") from None
-        if CARD_METADATA_KEY in metadata:
-            try:
-                return ModelCard.from_dict(json.loads(metadata[CARD_METADATA_KEY]))
-            except (json.JSONDecodeError, ValueError) as exc:
-                raise CheckpointError(f"{weights}: invalid embedded model card ({exc})") from None
+    card = read_card(weights)
+    if card is not None:
+        return card
     if weights.suffix in TORCH_SUFFIXES:
         return _load_torch_state(weights)[1]
-    return load_checkpoint(weights).card
+    return load_model_file(weights).card  # raises the loader's error (no card, not a model)
 
 
 def update_card(path: str | Path, **fields) -> ModelCard:
@@ -582,13 +496,13 @@ def update_card(path: str | Path, **fields) -> ModelCard:
     if unknown:
         raise ValueError(f"unknown model card fields: {', '.join(unknown)}")
     weights = _resolve(path)
-    card = dataclasses.replace(read_card(weights), **fields)
+    card = dataclasses.replace(card_of(weights), **fields)
     card = ModelCard.from_dict(card.to_dict())  # type-checks the new values
     if weights.suffix == ".safetensors":
         from safetensors.torch import save_file
 
         tensors, metadata = _read_safetensors(weights)
         metadata = {**metadata, CARD_METADATA_KEY: json.dumps(card.to_dict())}
-        _write_atomically(weights, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-    _write_card(_card_path(weights), card)
+        write_atomically(weights, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    _write_card(card_path(weights), card)
     return card

@@ -1,5 +1,5 @@
 """Starting the app on a free local port and driving it with a real browser: shared by the
-browser test, the screenshots (`python -m fmr.app.screenshots`) and `benchmarks/app.py`.
+browser test, the screenshots (`python -m devtools.screenshots`) and `benchmarks/app.py`.
 
 The browser is Debian's chromium (`scripts/install_chromium.sh`), driven by Playwright;
 `playwright install` (a download) is never used.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fmr.eval.metrics import cosine_to_degrees, score_histogram
+from fmr.metrics.verification import cosine_to_degrees, score_histogram
 
 ANGLE_BINS = 90  # 2-degree bins over [0, 180] by default
 

@@ -1,6 +1,6 @@
 """Screenshots of every page for the README (docs/img/app-*.png), taken in Debian's chromium.
 
-    python -m fmr.app.screenshots [--out docs/img] [--width 1400]
+    python -m devtools.screenshots [--out docs/img] [--width 1400]
 
 Needs the shared data's sample photos (FMR_DATA_DIR) and chromium (scripts/install_chromium.sh).
 The server's log is kept beside the images' folder in a temporary file and checked for
@@ -15,14 +15,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fmr.app.samples import photos_root
-from fmr.app.server import (
+from devtools.app_server import (
     chromium_page,
     running_app,
     screenshot_whole_page,
     upload_pair,
     wait_until_idle,
 )
+from fmr.app.samples import photos_root
 from fmr.settings import REPO_ROOT
 
 
@@ -97,7 +97,7 @@ def take(out: Path, width: int = 1400, with_runs: bool = False) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fmr.app.screenshots", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m devtools.screenshots", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "img")
     parser.add_argument("--width", type=int, default=1400)
