@@ -267,3 +267,28 @@ def test_backbone_lists_name_several_families_and_refuse_unknown_ones(
     monkeypatch.setattr("fmr.verify.lookup.runs_dir", lambda: tmp_path / "no-runs")
     assert main(["eval", "--backbone", "dlib,ressanet", "--out", str(tmp_path / "out")]) == 2
     assert "ressanet" in capsys.readouterr().err.lower()
+
+
+def test_embedding_cache_key_follows_the_weights_not_the_card(tmp_path):
+    """Recording results or a calibration rewrites a model file's card (its safetensors header):
+    the cached embeddings stay valid. Other weights get another key."""
+    import shutil
+
+    import torch
+
+    from fmr.modelfile import load_model_file, save_model_file, update_card
+    from fmr.pipelines.embedding import embedder_key
+
+    source = REPO_ROOT / "checkpoints" / "ressanet18_half.safetensors"
+    weights = tmp_path / source.name
+    shutil.copy(source, weights)
+    shutil.copy(source.with_suffix(".json"), weights.with_suffix(".json"))
+    key = embedder_key(str(weights))
+    before = weights.read_bytes()
+    update_card(weights, notes="recorded again")
+    assert weights.read_bytes() != before and embedder_key(str(weights)) == key
+    loaded = load_model_file(weights)
+    with torch.no_grad():
+        next(loaded.model.parameters()).add_(0.5)
+    other = save_model_file(tmp_path / "other", loaded.model, loaded.card, storage="int8")
+    assert embedder_key(str(other)) != key

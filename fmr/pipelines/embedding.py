@@ -42,16 +42,24 @@ def image_seed(seed: int, path: Path, root: Path | None) -> int:
 
 def embedder_key(spec: str) -> str:
     """A cache folder name for a backbone spec ("dlib" or a checkpoint path): the checkpoint's
-    name plus a hash of its path, size and modification time, so a retrained file never hits
-    an old cache."""
+    name plus a hash of its weights. For a .safetensors file only the tensor bytes count, not
+    the header that holds the model card, so `fmr eval --record` or a new calibration (which
+    rewrite the card) keep the cache while a retrained file never hits an old one; other
+    files hash their path, size and modification time."""
     if spec == "dlib":
         return "dlib"
     path = Path(spec)
-    stat = path.stat()
-    digest = hashlib.sha1(
-        f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
-    ).hexdigest()
-    return f"{path.stem}-{digest[:10]}"
+    digest = hashlib.sha1()
+    if path.suffix == ".safetensors":
+        with open(path, "rb") as handle:
+            header = int.from_bytes(handle.read(8), "little")
+            handle.seek(8 + header)
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    else:
+        stat = path.stat()
+        digest.update(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return f"{path.stem}-{digest.hexdigest()[:10]}"
 
 
 # Worker state: one set of loaded models per process.
