@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     hours = card.training.get("hours_total")
     name = f"{card.architecture} (fmr, trained on the CPU" + (
         f", {hours:.1f} h)" if isinstance(hours, int | float) else ")")
-    training = portable({k: v for k, v in card.training.items()}, ROOT)
+    training = portable(card.training, ROOT)
     card = dataclasses.replace(card, name=name, training=training)
     folder = checkpoint_dir()
     target = folder / f"{card.architecture}.safetensors"
