@@ -343,3 +343,13 @@ def test_landmarks68_fall_on_the_face(photos_dir: Path) -> None:
     assert np.linalg.norm(right_eye - face.landmarks[1]) < 0.1 * face.width
     mouth = points[48:68].mean(0)
     assert np.linalg.norm(mouth - face.landmarks[3:5].mean(0)) < 0.1 * face.width
+
+
+def test_shape_predictors_are_loaded_once_per_process() -> None:
+    # Loading the 68-point file takes about a second, fitting it a millisecond: every mask
+    # drawn on a photo fits it once, so a reload per call made masking ~100x slower.
+    from fmr.faces.landmarks import shape_predictor
+
+    assert shape_predictor(68) is shape_predictor(68)
+    assert shape_predictor(5) is shape_predictor(5)
+    assert shape_predictor(5) is not shape_predictor(68)

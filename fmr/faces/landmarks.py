@@ -35,8 +35,10 @@ def load_face_models() -> None:
     shape_predictor(68)
 
 
+@functools.cache
 def shape_predictor(points: int = 68):
-    """dlib's 68-point (or 5-point) shape predictor, loaded once per process."""
+    """dlib's 68-point (or 5-point) shape predictor, loaded once per process (loading the
+    68-point file takes about a second: far longer than fitting it to a face)."""
     import dlib
 
     filename = {
