@@ -292,3 +292,32 @@ def test_embedding_cache_key_follows_the_weights_not_the_card(tmp_path):
         next(loaded.model.parameters()).add_(0.5)
     other = save_model_file(tmp_path / "other", loaded.model, loaded.card, storage="int8")
     assert embedder_key(str(other)) != key
+
+
+def test_several_checkpoints_in_one_eval_are_told_apart(tiny_lfw, tmp_path, capsys):
+    """`--checkpoint A --checkpoint B` scores both in one run (each photo detected and aligned
+    once); two exports of one architecture get their run folders in their names."""
+    import shutil
+
+    pairs_file, root = tiny_lfw
+    source = REPO_ROOT / "checkpoints" / "ressanet18_half.safetensors"
+    files = []
+    for run in ("seed0", "seed1"):
+        (tmp_path / run).mkdir()
+        files.append(tmp_path / run / "best.safetensors")
+        shutil.copy(source, files[-1])
+    out = tmp_path / "out"
+    argv = ["eval", "--pairs", str(pairs_file), "--root", str(root), "--folds", "all",
+            "--checkpoint", str(files[0]), "--checkpoint", str(files[1]), "--out", str(out),
+            "--workers", "1", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads((out / "unmasked" / "metrics.json").read_text())
+    first, second = report["backbones"]
+    assert [first["checkpoint"], second["checkpoint"]] == [str(f.resolve()) for f in files]
+    assert first["name"].endswith("[seed0]") and second["name"].endswith("[seed1]")
+    assert first["listed_pairs"]["kfold_accuracy"] == second["listed_pairs"]["kfold_accuracy"]
+    table = capsys.readouterr().out
+    assert "[seed0]" in table and "[seed1]" in table
+    assert main(["eval", "--closed-set", str(tmp_path), "--checkpoint", str(files[0]),
+                 "--checkpoint", str(files[1])]) == 2  # fmt: skip
+    assert "needs one --checkpoint" in capsys.readouterr().err

@@ -45,7 +45,12 @@ def add_backbone_arguments(
             help=f"model family: the shipped (or newest trained) checkpoint, or dlib's reference "
             f"(default: {help_default})",
         )
-    parser.add_argument("--checkpoint", metavar="FILE", help=checkpoint_help)
+    if allow_list:
+        # Several checkpoints in one run share the detection, alignment and masks of each photo.
+        parser.add_argument("--checkpoint", metavar="FILE", action="append",
+                            help=f"{checkpoint_help}; repeat it for several")
+    else:
+        parser.add_argument("--checkpoint", metavar="FILE", help=checkpoint_help)
 
 
 def add_multi_face_argument(

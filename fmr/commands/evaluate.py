@@ -45,6 +45,7 @@ examples:
   fmr eval --backbone dlib --mask-second surgical --mask-renderer warp --out runs/eval-dlib
   fmr eval --backbone iresnet,ressanet --mask-second KN95 --mask-renderer warp --out runs/eval
   fmr eval --checkpoint runs/iresnet18-x/best.safetensors --calibrate --out runs/eval-r18
+  fmr eval --checkpoint runs/a/best.safetensors --checkpoint runs/b/best.safetensors --out runs/ab
 """
 
 
@@ -113,7 +114,8 @@ def _specs(args) -> tuple[list[str], list[dict]]:
     from fmr.verify.lookup import FAMILIES, find_checkpoint, missing_reason, resolve_checkpoint
 
     if args.checkpoint:
-        return [str(resolve_checkpoint(args.checkpoint).resolve())], []
+        specs = [str(resolve_checkpoint(file).resolve()) for file in args.checkpoint]
+        return list(dict.fromkeys(specs)), []  # one entry per file, in the order given
     families = FAMILIES if args.backbone == "all" else tuple(args.backbone.split(","))
     specs, missing = [], []
     for family in families:
@@ -125,6 +127,18 @@ def _specs(args) -> tuple[list[str], list[dict]]:
         else:
             specs.append("dlib" if family == "dlib" else str(find_checkpoint(family).resolve()))
     return specs, missing
+
+
+def _distinguish_names(entries: list[dict]) -> None:
+    """Two run exports of one architecture share a card name (two seeds, say): add each one's
+    run folder to the name, so the report's rows and charts can be told apart."""
+    from collections import Counter
+    from pathlib import Path
+
+    counts = Counter((entry["name"], entry["backbone"]) for entry in entries)
+    for entry in entries:
+        if counts[(entry["name"], entry["backbone"])] > 1:
+            entry["name"] = f"{entry['name']} [{Path(entry['checkpoint']).parent.name}]"
 
 
 def _canonical_style(style: str | None) -> str | None:
@@ -289,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
             "probe": probe[spec].failures(pairs.images) if second != first else [],
         }
         entries.append(entry)
+    _distinguish_names(entries)
     report = {
         "fmr_version": __version__,
         "created": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -338,8 +353,8 @@ def _closed_set(args) -> int:
     from fmr.train.validation import ClosedSetConditions
     from fmr.verify.lookup import resolve_checkpoint
 
-    if not args.checkpoint:
-        raise FmrError("--closed-set needs --checkpoint FILE: a train.py export "
+    if not args.checkpoint or len(args.checkpoint) > 1:
+        raise FmrError("--closed-set needs one --checkpoint FILE: a train.py export "
                        "(runs/<run>/best.safetensors) trained on that pack")
     pack = Path(args.closed_set).expanduser()
     if not is_pack(pack):
@@ -351,7 +366,7 @@ def _closed_set(args) -> int:
         raise FmrError(
             f"{pack}: no held-out split (preset {meta.get('preset')!r}): closed-set accuracy "
             "needs held-out photos of the training identities (fmr prepare --preset original)")
-    checkpoint = resolve_checkpoint(args.checkpoint)
+    checkpoint = resolve_checkpoint(args.checkpoint[0])
     stored = read_class_centres(checkpoint)
     if stored is None:
         raise FmrError(
