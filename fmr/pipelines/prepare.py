@@ -17,7 +17,7 @@ Two presets:
   `plan_original`).
 
 Every photo goes through fmr's one face path (`find_face` -> `align_face`). Detection results
-(and teacher descriptors) are cached per photo in a JSONL file keyed by path, size and mtime, so
+(and teacher descriptors) are cached per photo in a JSONL file keyed by the photo's bytes, so
 an interrupted or repeated run skips the faces it has done. Output is deterministic for a given
 `--seed`: identity and photo order are sorted, the seed drives every random choice, and JPEG
 encoding is deterministic. See `fmr.data.pack` for the pack layout.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import json
 import os
 import random
@@ -244,8 +245,10 @@ def _exclude_evaluation_people(options: PrepareOptions, root: Path,
 
 
 def _cache_key(path: Path, options: PrepareOptions, policy: str) -> str:
-    stat = path.stat()
-    return f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{policy}|{options.min_face}"
+    # The photo's bytes, not its path and mtime: a data folder copied or laid out again (new
+    # mtimes) or reached through links keeps its detections and teacher descriptors.
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+    return f"sha256:{digest}|{policy}|{options.min_face}"
 
 
 def load_cache(cache_file: Path) -> dict[str, dict]:
