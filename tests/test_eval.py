@@ -321,3 +321,18 @@ def test_several_checkpoints_in_one_eval_are_told_apart(tiny_lfw, tmp_path, caps
     assert main(["eval", "--closed-set", str(tmp_path), "--checkpoint", str(files[0]),
                  "--checkpoint", str(files[1])]) == 2  # fmt: skip
     assert "needs one --checkpoint" in capsys.readouterr().err
+
+    # The app's score files hold one model per family: choose which of the two.
+    from fmr.app.eval_scores import build_scores
+    from fmr.app.eval_scores import main as eval_scores_main
+
+    assert eval_scores_main([str(out), "--out", str(tmp_path / "scores"), "--quiet"]) == 2
+    assert "several ressanet checkpoints" in capsys.readouterr().err
+    files_by_family = build_scores(out, progress=False, checkpoints=[str(files[1])])
+    assert list(files_by_family) == ["ressanet"]
+    unmasked = files_by_family["ressanet"]["conditions"]["unmasked"]
+    assert unmasked["summary"]["kfold_accuracy"]["mean"] == pytest.approx(
+        second["listed_pairs"]["kfold_accuracy"]["mean"])
+    assert len(unmasked["genuine"]) + len(unmasked["impostor"]) > 0
+    with pytest.raises(DataError, match="none of the backbones"):
+        build_scores(out, progress=False, checkpoints=["dlib"])

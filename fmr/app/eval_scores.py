@@ -188,11 +188,15 @@ def _summary(entry: dict) -> dict:
     }
 
 
-def build_scores(eval_dir: str | Path, progress: bool = True) -> dict[str, dict]:
+def build_scores(
+    eval_dir: str | Path, progress: bool = True, checkpoints: list[str] | None = None
+) -> dict[str, dict]:
     """Score-file contents (backbone family -> JSON dict) from an `fmr eval --out` folder.
 
     Reads every `<condition>/metrics.json` in `eval_dir` and the embedding cache beside them.
-    Raises `DataError` when the folder holds no metrics.
+    `checkpoints` (paths, or "dlib") keeps only those backbones of a run that evaluated several
+    exports of one family; each family must end with one. Raises `DataError` when the folder
+    holds no metrics or a family is left with several checkpoints.
     """
     from fmr.errors import DataError
     from fmr.eval.protocols import lfw_pairs
@@ -204,6 +208,9 @@ def build_scores(eval_dir: str | Path, progress: bool = True) -> dict[str, dict]
         raise DataError(
             f"{eval_dir}: no <condition>/metrics.json inside; run `fmr eval --out {eval_dir}` first"
         )
+    keep = None
+    if checkpoints is not None:
+        keep = {c if c == "dlib" else str(Path(c).resolve()) for c in checkpoints}
     files: dict[str, dict] = {}
     for report_path in reports:
         report = json.loads(report_path.read_text(encoding="utf-8"))
@@ -213,7 +220,15 @@ def build_scores(eval_dir: str | Path, progress: bool = True) -> dict[str, dict]
         )
         first = _condition(report["condition"]["first"])
         second = _condition(report["condition"]["second"])
-        for entry in report["backbones"]:
+        entries = [e for e in report["backbones"] if keep is None or _spec(e) in keep]
+        families = [entry["backbone"] for entry in entries]
+        repeated = sorted({family for family in families if families.count(family) > 1})
+        if repeated:
+            raise DataError(
+                f"{report_path}: several {' and '.join(repeated)} checkpoints; choose one per"
+                " family with --checkpoint"
+            )
+        for entry in entries:
             spec = _spec(entry)
             common = {
                 "cache_dir": eval_dir / "cache",
@@ -257,6 +272,8 @@ def build_scores(eval_dir: str | Path, progress: bool = True) -> dict[str, dict]
                 "impostor": impostor.tolist(),
                 "summary": _summary(entry),
             }
+    if not files:
+        raise DataError(f"{eval_dir}: none of the backbones asked for was evaluated there")
     for data in files.values():  # unmasked first, then the masked conditions by name
         data["conditions"] = dict(
             sorted(data["conditions"].items(), key=lambda item: (item[0] != "unmasked", item[0]))
@@ -284,12 +301,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("eval_dir", help="the --out folder of one or more `fmr eval` runs")
     parser.add_argument("--out", help=f"output folder (default {scores_dir()})")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="FILE",
+        help="only this backbone of the run (a checkpoint path, or dlib); repeat it. Needed "
+        "when the run evaluated several checkpoints of one family",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     from fmr.errors import FmrError
 
     try:
-        written = write_scores(build_scores(args.eval_dir, not args.quiet), args.out)
+        written = write_scores(
+            build_scores(args.eval_dir, not args.quiet, args.checkpoint), args.out
+        )
     except FmrError as exc:
         print(f"fmr.app.eval_scores: {exc}", file=sys.stderr)
         return 2
