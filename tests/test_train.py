@@ -381,6 +381,16 @@ def test_time_budget_plans_the_steps_that_fit():
     fast = StepBudget(400.0, asked=2000, started=0.0)
     assert fast.update(step=30, steps=20, seconds=1e-3, now=1.0) == 2000  # never more than asked
 
+    # The last validation's time is set aside: estimated from the crops it embeds (batch 10 at
+    # 0.5 s/step is 0.05 s per image; 400 crops at 0.55 of that: 11 s) until one was timed.
+    validating = StepBudget(400.0, asked=2000, started=0.0, batch_size=10, val_images=400)
+    assert validating.update(step=30, steps=20, seconds=10.0, now=100.0) == 30 + int(
+        (300 - 11) * 0.92 / 0.5)
+    validating.epoch_end_took(40.0)
+    assert validating.final_seconds() == 40.0
+    assert validating.update(step=50, steps=20, seconds=10.0, now=110.0) == 50 + int(
+        (290 - 40) * 0.92 / 0.5)
+
 
 def test_augmentation_is_seeded_and_masks_the_lower_face(pack):
     dataset = open_training_set(pack)

@@ -143,6 +143,13 @@ class Validator:
         self.n_folds = min(10, len(self.same))
         self.folds = np.arange(len(self.same)) % self.n_folds
 
+    def forward_passes(self) -> int:
+        """Crops one `evaluate` runs through the model (flip-averaged: two passes each)."""
+        sets = 1 + (self.masked is not None)
+        if self.closed_set is not None:
+            sets += len(self.closed_set.images) - 1  # its unmasked embeddings are shared
+        return 2 * sets * len(self.images)
+
     def embeddings(self, model) -> tuple[torch.Tensor, torch.Tensor | None]:
         unmasked = embed_crops(model, self.images, self.policy)
         masked = None
