@@ -174,4 +174,4 @@ def test_fmr_eval_closed_set_matches_the_run_and_refuses_mismatches(run, pack, t
     assert fmr_main(["eval", "--closed-set", str(other), "--checkpoint", str(best)]) == 2
     assert "no held-out split" in capsys.readouterr().err
     assert fmr_main(["eval", "--closed-set", str(pack)]) == 2
-    assert "needs --checkpoint" in capsys.readouterr().err
+    assert "needs one --checkpoint" in capsys.readouterr().err
