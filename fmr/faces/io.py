@@ -28,7 +28,13 @@ def source_name(source: ImageSource, name: str | None = None) -> str:
     return str(getattr(source, "name", None) or "the uploaded image")
 
 
-def _read_bytes(source: ImageSource, label: str) -> bytes:
+def read_image_bytes(source: ImageSource, name: str | None = None) -> bytes:
+    """The bytes of a photo given as a path, bytes or an open binary file, undecoded.
+
+    Raises `FaceError`, with `name` (or the path) in the message, for a missing, unreadable or
+    folder path.
+    """
+    label = source_name(source, name)
     if isinstance(source, (bytes, bytearray)):
         return bytes(source)
     if isinstance(source, (str, os.PathLike)):
@@ -114,7 +120,7 @@ def load_image(
     """
     label = source_name(source, name)
     limit = default_max_pixels() if max_pixels is None else int(max_pixels)
-    data = _read_bytes(source, label)
+    data = read_image_bytes(source, label)
     if not data:
         raise FaceError(f"{label}: the file is empty (0 bytes); choose a photo file")
     try:

@@ -244,10 +244,10 @@ def _exclude_evaluation_people(options: PrepareOptions, root: Path,
 # Per-photo work (runs in worker processes)
 
 
-def _cache_key(path: Path, options: PrepareOptions, policy: str) -> str:
+def _cache_key(photo: bytes, options: PrepareOptions, policy: str) -> str:
     # The photo's bytes, not its path and mtime: a data folder copied or laid out again (new
     # mtimes) or reached through links keeps its detections and teacher descriptors.
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:32]
+    digest = hashlib.sha256(photo).hexdigest()[:32]
     return f"sha256:{digest}|{policy}|{options.min_face}"
 
 
@@ -305,14 +305,16 @@ class _Worker:
         from fmr.batch import ItemResult, item_seed
         from fmr.errors import FaceError
         from fmr.faces import Face, align_face, find_face, load_image
+        from fmr.faces.io import read_image_bytes
 
         planned = self.plan[item.path]
         extra = {"identity": planned.identity, "split": planned.split}
-        key = _cache_key(item.path, self.options, planned.policy)
+        photo = read_image_bytes(item.path, name=item.given)  # read once: cache key and image
+        key = _cache_key(photo, self.options, planned.policy)
         cached = self.cache.get(key)
         if cached and cached.get("status") == "failed":
             return ItemResult.failed(cached["reason"] + " (cached)", **extra)
-        image = load_image(item.path, name=item.given)
+        image = load_image(photo, name=item.given)
         if cached:
             face = Face(
                 np.asarray(cached["box"], np.float32), float(cached["score"]),
