@@ -209,9 +209,9 @@ class StepBudget:
     at every step, so it warms up and then decays to zero exactly at the end of the budget,
     whatever the machine's speed.
 
-    The last epoch end's time: the measured time of the previous one (`epoch_end_took`), and
-    before any, an estimate of `val_images` (crops the validation embeds, flips included) at
-    `FORWARD_SHARE` of a training image's time each.
+    The last epoch end's time: the measured time of the latest one that validated
+    (`epoch_end_took`), and before any, an estimate of `val_images` (crops the validation
+    embeds, flips included) at `FORWARD_SHARE` of a training image's time each.
     """
 
     RESERVE = 0.08  # share of the time left kept for validations, exports, checkpoints
@@ -230,7 +230,8 @@ class StepBudget:
         self.epoch_end_seconds: float | None = None
 
     def epoch_end_took(self, seconds: float) -> None:
-        """Record how long an epoch end took (the last one will take about as long)."""
+        """Record how long an epoch end with a validation took (the last one will take about as
+        long)."""
         self.epoch_end_seconds = float(seconds)
 
     def final_seconds(self) -> float:
@@ -624,11 +625,12 @@ class Training:
                 if time_up or progress.step >= min(stop_step, self.schedule.total):
                     break
             paused_from = time.monotonic()
-            self.end_of_epoch(epoch, bar, final=time_up or progress.step >= min(
+            validated = self.end_of_epoch(epoch, bar, final=time_up or progress.step >= min(
                 stop_step, self.schedule.total))
-            paused += time.monotonic() - paused_from
-            if budget is not None:
-                budget.epoch_end_took(time.monotonic() - paused_from)
+            took = time.monotonic() - paused_from
+            paused += took
+            if budget is not None and validated:  # the last epoch end validates too
+                budget.epoch_end_took(took)
             epochs_done = epoch + 1
         bar.close()
         stopped = "finished"
@@ -691,7 +693,9 @@ class Training:
 
     # ---- epoch ends: validate, export, save
 
-    def end_of_epoch(self, epoch: int, bar, final: bool) -> None:
+    def end_of_epoch(self, epoch: int, bar, final: bool) -> bool:
+        """Validate (when due), export the best, log the epoch and save a training state.
+        Returns whether this process validated."""
         from tqdm import tqdm
 
         config, ctx, progress = self.config, self.ctx, self.progress
@@ -704,8 +708,8 @@ class Training:
                / max(seconds, 1e-9), "seconds": round(seconds, 2),
                "hours": round(self.train_hours(), 4)}
         distributed.average_buffers(ctx, self.module.backbone)
+        result = None
         if ctx.is_main:
-            result = None
             if self.validator is not None and ((epoch + 1) % config.val_every == 0 or final):
                 result = self.validate(epoch, row)
             self.log.epoch_row(row)
@@ -725,6 +729,7 @@ class Training:
         self.epoch_sums.zero_()
         self.epoch_started = (time.monotonic(), progress.step)
         self.save("epoch")
+        return result is not None
 
     def validate(self, epoch: int, row: dict) -> dict:
         centres = self.module.head.weight if self.held_out is not None else None
