@@ -16,6 +16,7 @@ from fmr.data.pack import read_validation
 from fmr.data.recordio import read_image_set
 from fmr.data.sources import open_training_set
 from fmr.data.splits import shared_split
+from fmr.errors import DataError
 
 SLICE = ["--max-identities", "8", "--max-validation-identities", "2",
          "--max-images-per-identity", "3"]
@@ -119,6 +120,24 @@ def test_without_teacher_one_photo_identities_are_dropped(shared_pack):
     single = {r["identity"] for r in dropped if "single usable photo" in r["reason"]}
     assert single == set(with_teacher["distillation_identities"])
     assert meta["classes"] == with_teacher["classes"]
+
+
+def test_max_identities_zero_writes_a_validation_only_pack(shared_pack):
+    """The pack `train.py --val` takes beside an original-preset pack: the same validation
+    images and pairs as a full pack of the same seed, and nothing to train on."""
+    out = shared_pack.parent / "validation-only"
+    args = ["prepare", "--preset", "shared", "--out", str(out), "--quiet",
+            "--max-identities", "0", "--max-validation-identities", "2",
+            "--max-images-per-identity", "3", "--cache", str(shared_pack.parent / "cache")]
+    assert fmr_main(args) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["classes"] == [] and meta["counts"]["training_images"] == 0
+    assert (out / "val_pairs.txt").read_bytes() == (shared_pack / "val_pairs.txt").read_bytes()
+    validation, full = read_validation(out), read_validation(shared_pack)
+    assert np.array_equal(validation.images, full.images)
+    assert np.array_equal(validation.labels, full.labels)
+    with pytest.raises(DataError, match="no training images"):
+        open_training_set(out)
 
 
 def test_original_preset_splits_masks_and_augments(tmp_path, photos_dir):

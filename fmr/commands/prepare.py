@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="per-photo detection cache "
                         "(default: <out>/../.fmr-prepare-cache/<name>)")
     parser.add_argument("--max-identities", type=int, default=None, metavar="N",
-                        help="use only N training identities (a small slice, for tests and trials)")
+                        help="use only N training identities (a small slice, for tests and "
+                        "trials); shared: 0 writes a validation-only pack, for train.py --val")
     parser.add_argument("--max-validation-identities", type=int, default=None, metavar="N",
                         help="shared: use only N validation identities")
     parser.add_argument("--max-images-per-identity", type=int, default=None, metavar="N",

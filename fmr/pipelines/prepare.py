@@ -128,7 +128,8 @@ def plan_shared(options: PrepareOptions) -> Plan:
     val_keys = sorted(split.validation)
     if options.max_validation_identities is not None:
         count = min(len(val_keys), options.max_validation_identities)
-        val_keys = sorted(rng.sample(val_keys, count))
+        # Its own generator: the validation slice must not depend on the training slice.
+        val_keys = sorted(random.Random(options.seed + 1).sample(val_keys, count))
 
     def policy(key: str) -> str:
         if options.multi_face != "auto":
@@ -583,7 +584,10 @@ def _assemble(options: PrepareOptions, plan: Plan, items, results, out: Path) ->
                 "reason": "a single usable photo: no same-person pair for ArcFace "
                 "(kept for distillation only with --teacher dlib)",
             })
-    if len(classes) < 2:
+    # --max-identities 0 (shared): a validation-only pack, for `train.py --val` beside a pack
+    # of another preset.
+    validation_only = options.preset == "shared" and options.max_identities == 0
+    if len(classes) < 2 and not validation_only:
         raise DataError(
             f"only {len(classes)} identity with two or more usable photos: training needs at "
             "least two; check the photos (see manifest.csv and dropped.csv in "
@@ -597,7 +601,7 @@ def _assemble(options: PrepareOptions, plan: Plan, items, results, out: Path) ->
     val_labels = [val_identities.index(e.identity) for e in val_entries]
 
     teacher = None
-    if options.teacher:
+    if options.teacher and train_entries:
         dim = next(e.teacher for e in train_entries if e.teacher is not None).shape[0]
         teacher = np.full((len(train_entries), dim), np.nan, dtype=np.float16)
         for i, e in enumerate(train_entries):
