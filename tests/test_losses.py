@@ -321,6 +321,10 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
             out.loss.backward()
             results[sample_rate] = (out.loss.detach(), head.weight.grad.clone())
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+        # Both ranks done before either tears gloo down: a rank destroying the group while
+        # the other still talks to it aborted once in the full suite ("terminate called
+        # without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
