@@ -199,7 +199,10 @@ def test_verify_different_people_with_a_camera_photo(dlib_only, photos):
 def test_verify_several_faces_lets_the_user_pick_one(dlib_only, photos):
     at = verify_with(photos["kit"], photos["kit_with_rose"], ("kit.jpg", "kit_with_rose.jpg"))
     picker = at.selectbox(key="face_b")
-    assert picker.options == ["face 1 (largest)", "face 2"]
+    # Both are in frame: the default is the bigger face, and the picker says why.
+    first, second = picker.options
+    assert first.startswith("face 1: the default (in frame, the biggest, ")
+    assert second.startswith("face 2 (in frame, ") and second.endswith(" px wide)")
     verdicts = {}
     for choice in (0, 1):
         picker = at.selectbox(key="face_b").set_value(choice)
@@ -208,6 +211,39 @@ def test_verify_several_faces_lets_the_user_pick_one(dlib_only, photos):
         verdicts[choice] = next(m.value for m in at.markdown if m.value.startswith("### "))
     # One of the two faces is Kit Harington, the other Rose Leslie.
     assert sorted(verdicts.values()) == ["### :green[same person]", "### :red[different people]"]
+
+
+def test_face_picker_labels_say_which_face_is_the_default_and_why():
+    """A bystander cut by the photo's edge comes after the person in frame, and says so."""
+    from fmr.app.photos import DetectedPhoto, face_labels
+    from fmr.faces import Face
+    from fmr.faces.policy import likely_faces
+
+    def face(x1, y1, x2, y2, score=0.99):
+        w, h = x2 - x1, y2 - y1
+        points = [[x1 + 0.3 * w, y1 + 0.4 * h], [x1 + 0.7 * w, y1 + 0.4 * h],
+                  [x1 + 0.5 * w, y1 + 0.6 * h], [x1 + 0.35 * w, y1 + 0.8 * h],
+                  [x1 + 0.65 * w, y1 + 0.8 * h]]
+        return Face(np.array([x1, y1, x2, y2], np.float32), score, np.array(points, np.float32))
+
+    image = np.zeros((300, 500, 3), np.uint8)
+    bystander, subject = face(-70, 60, 80, 250, 0.73), face(200, 95, 290, 210)
+    faces, hidden = likely_faces([bystander, subject], image.shape)
+    labels = face_labels(DetectedPhoto("two.jpg", image, faces, hidden))
+    assert labels == ["face 1: the default (the only face in frame, 90 px wide)",
+                      "face 2 (cut by the edge, 80 px wide)"]
+    group = [face(20, 20, 140, 170), face(200, 95, 290, 210), face(-40, 60, 60, 200)]
+    # A bystander cut by the edge with more of it in the photo than any face in frame:
+    cut_big = [face(300, 40, 380, 140), face(200, 95, 290, 210), face(-70, 60, 80, 250)]
+    faces, hidden = likely_faces(cut_big, image.shape)
+    assert face_labels(DetectedPhoto("three.jpg", image, faces, hidden))[0] == (
+        "face 1: the default (in frame, the biggest of those in frame, 90 px wide)")
+    faces, hidden = likely_faces(group, image.shape)
+    assert face_labels(DetectedPhoto("group.jpg", image, faces, hidden)) == [
+        "face 1: the default (in frame, the biggest, 120 px wide)",
+        "face 2 (in frame, 90 px wide)",
+        "face 3 (cut by the edge, 60 px wide)",
+    ]
 
 
 def test_verify_a_sample_pair(dlib_only, photos_dir):

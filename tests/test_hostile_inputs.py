@@ -134,7 +134,8 @@ def crowd_faces(files) -> int:
     from fmr.faces import detect_faces, load_image
     from fmr.faces.policy import likely_faces
 
-    faces, _ = likely_faces(detect_faces(load_image(files["crowd.jpg"])))
+    image = load_image(files["crowd.jpg"])
+    faces, _ = likely_faces(detect_faces(image), image.shape)
     assert len(faces) >= 30
     return len(faces)
 
@@ -182,7 +183,7 @@ def test_verify_a_crowd_follows_the_multi_face_policy_and_counts_the_faces(
                              "--backbone", "dlib")
     assert code == 0, err
     assert f"A: {files['crowd.jpg']} (1500x1500; {crowd_faces} face(s) found" in out
-    assert "DIFFERENT PEOPLE" in out  # the largest face is someone from LFW, not the partner
+    assert "DIFFERENT PEOPLE" in out  # the main face is someone from LFW, not the partner
 
     code, out, err = run_cli(capsys, "verify", files["crowd.jpg"], files["partner.jpg"],
                              "--backbone", "dlib", "--multi-face", "require-one")
@@ -213,7 +214,7 @@ def test_embed_records_refused_files_and_embeds_the_rest(capsys, files, tmp_path
     for name in ACCEPTED:  # the same face, whatever the encoding
         assert rows[name]["status"] == "ok"
         assert float(vectors[name] @ vectors["portrait.jpg"]) > 0.9, name
-    assert rows["crowd.jpg"]["status"] == "ok"  # --multi-face largest
+    assert rows["crowd.jpg"]["status"] == "ok"  # --multi-face main
 
     strict = tmp_path / "strict.npz"
     code, _, err = run_cli(capsys, "embed", files["crowd.jpg"], "--backbone", "dlib",

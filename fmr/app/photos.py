@@ -76,8 +76,9 @@ def photo_input(
 
 @dataclass
 class DetectedPhoto:
-    """A decoded photo and its faces, largest first. image: RGB uint8 (H, W, 3).
-    hidden: detections left out as unlikely faces (`fmr.faces.policy.likely_faces`)."""
+    """A decoded photo and its likely faces, the one fmr uses by default (`main`) first.
+    image: RGB uint8 (H, W, 3). hidden: detections left out as unlikely faces
+    (`fmr.faces.policy.likely_faces`)."""
 
     name: str
     image: np.ndarray
@@ -93,7 +94,7 @@ def detect_photo(data: bytes, name: str) -> DetectedPhoto:
     from fmr.faces.policy import likely_faces
 
     image = load_image(data, name=name)
-    faces, hidden = likely_faces(detect_faces(image))
+    faces, hidden = likely_faces(detect_faces(image), image.shape)
     return DetectedPhoto(name, image, faces, hidden)
 
 
@@ -110,17 +111,51 @@ def no_face_message(name: str, image_shape: tuple[int, ...] | None = None) -> st
     )
 
 
+def face_labels(photo: DetectedPhoto) -> list[str]:
+    """The face picker's options: each face's number, whether it is in frame or cut by the
+    photo's edge, and its width in the photo; the first, the default (`main`), says so."""
+    from fmr.faces.policy import in_frame, visible_area
+
+    shape = photo.image.shape
+    framed = [in_frame(face, shape) for face in photo.faces]
+    areas = [visible_area(face, shape) for face in photo.faces]
+    labels = []
+    for index, face in enumerate(photo.faces):
+        # The box's width inside the photo (MTCNN extends a cut face's box past the edge).
+        width = max(0.0, min(float(face.box[2]), shape[1]) - max(float(face.box[0]), 0.0))
+        size = f"{width:.0f} px wide"
+        if index > 0:
+            where = "in frame" if framed[index] else "cut by the edge"
+            labels.append(f"face {index + 1} ({where}, {size})")
+        elif not framed[0]:
+            labels.append(f"face 1: the default (every face is cut by the edge; the biggest, "
+                          f"{size})")
+        elif areas[0] >= max(areas):
+            labels.append(f"face 1: the default (in frame, the biggest, {size})")
+        elif any(framed[1:]):
+            labels.append(f"face 1: the default (in frame, the biggest of those in frame, "
+                          f"{size})")
+        else:
+            labels.append(f"face 1: the default (the only face in frame, {size})")
+    return labels
+
+
 def face_picker(photo: DetectedPhoto, side: str, label: str) -> int:
-    """Index of the face to use: 0 (the largest) unless the photo has several and the user
-    picks another (selectbox `face_<side>`, numbered like the boxes on the photo)."""
+    """Index of the face to use: 0 (the default, `main`) unless the photo has several and the
+    user picks another (selectbox `face_<side>`, numbered like the boxes on the photo)."""
     count = len(photo.faces)
     if count < 2:
         return 0
+    labels = face_labels(photo)
     choice = st.selectbox(
         f"{count} faces in {label}: which one?",
         list(range(count)),
-        format_func=lambda i: f"face {i + 1}" + (" (largest)" if i == 0 else ""),
+        format_func=lambda i: labels[i],
         key=f"face_{side}",
+        help="By default fmr uses the person the photo is of: a face with its eyes and nose "
+        "inside the photo comes before one cut by the photo's edge, then the biggest (only the "
+        "part inside the photo counts). fmr verify, embed and align choose the same way "
+        "(--multi-face main).",
     )
     return min(int(choice or 0), count - 1)
 

@@ -9,7 +9,14 @@ import argparse
 
 BACKBONE_FAMILIES = ("iresnet", "ressanet", "dlib")
 # The same names as fmr.faces.MULTI_FACE_POLICIES (not imported here: it pulls in OpenCV).
-MULTI_FACE_POLICIES = ("largest", "center", "require-one")
+MULTI_FACE_POLICIES = ("main", "largest", "center", "require-one")
+# What each policy does, for --help (fmr.faces.policy.select_face has the rule).
+MULTI_FACE_HELP = (
+    "main: the person the photo is of: a face with its eyes and nose inside the photo beats one "
+    "cut by the border, then the biggest (counting only the part of its box inside the photo); "
+    "largest: the biggest box, even a face cut by the border; center: the face nearest the "
+    "photo's centre; require-one: refuse a photo with several"
+)
 
 
 def backbone_list(value: str) -> str:
@@ -54,10 +61,11 @@ def add_backbone_arguments(
 
 
 def add_multi_face_argument(
-    parser: argparse.ArgumentParser, *, default: str = "largest", note: str = ""
+    parser: argparse.ArgumentParser, *, default: str = "main", note: str = ""
 ) -> None:
     """`--multi-face POLICY`: which face of a photo with several to use."""
     parser.add_argument(
         "--multi-face", choices=MULTI_FACE_POLICIES, default=default,
-        help=f"which face to use when a photo shows several (default {default}{note})",
+        help=f"which face to use when a photo shows several (default {default}{note}). "
+        f"{MULTI_FACE_HELP}",
     )

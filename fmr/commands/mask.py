@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from fmr.commands.common import MULTI_FACE_HELP
+
 HELP = "draw synthetic face masks (surgical, N95, KN95, cloth, gas) on photos or aligned crops"
 DESCRIPTION = """\
 Draws a mask on every face of each photo (MTCNN finds the faces, dlib's 68 landmarks place the
@@ -25,7 +27,7 @@ examples:
 """
 
 MASK_TYPES = ("surgical", "N95", "KN95", "cloth", "gas", "random", "all")
-MULTI_FACE = ("all", "largest", "center", "require-one")
+MULTI_FACE = ("all", "main", "largest", "center", "require-one")
 COLUMNS = ("style", "colour", "pattern", "coverage", "renderer", "faces")
 
 
@@ -83,7 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--multi-face", choices=MULTI_FACE, default="all",
-        help="which faces of a photo get a mask (default: all)",
+        help="which faces of a photo get a mask (default all: every likely face, the main one "
+        f"first). {MULTI_FACE_HELP}",
     )
     parser.add_argument(
         "--min-face", type=int, default=40, metavar="PX",
@@ -129,7 +132,7 @@ def parse_code(code: str) -> list[dict]:
 
 # One photo's faces, kept for the next item: `--mask-type all` masks the same photo five times.
 _last_faces: dict = {}
-# With --multi-face all, faces besides the largest must look like faces: likely by MTCNN's score
+# With --multi-face all, faces besides the main one must look like faces: likely by MTCNN's score
 # (fmr.faces.policy.likely_faces), and dlib's eyes, nose and mouth within this fraction of the
 # box width of MTCNN's points (the two models disagree on false detections in clutter).
 SECONDARY_MAX_DISAGREEMENT = 0.2
@@ -158,12 +161,12 @@ def _face_landmarks(image, item, policy: str, min_face: int) -> tuple[list, int]
     skipped = 0
     if policy == "all":
         if not faces:
-            select_face(faces, image.shape, "largest", item.given)  # raises "no face found"
-        faces, skipped = likely_faces(faces)
+            select_face(faces, image.shape, "main", item.given)  # raises "no face found"
+        faces, skipped = likely_faces(faces, image.shape)
     else:
         faces = [select_face(faces, image.shape, policy, item.given)]
     points = []
-    for index, face in enumerate(faces):  # largest first
+    for index, face in enumerate(faces):  # the main face first
         if face.source == "template":
             points.append("template")
             continue

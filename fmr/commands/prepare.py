@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from fmr.commands.common import MULTI_FACE_HELP, MULTI_FACE_POLICIES
+
 HELP = "detect, align, split and pack photos into a training pack for train.py"
 DESCRIPTION = """\
 Turn raw photos into a training pack: detect each face (MTCNN), align it to the ArcFace 112x112
@@ -59,9 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-mib", type=float, default=None, metavar="MIB",
                         help="largest pack size (default: 32 for shared, no limit for original)")
     parser.add_argument(
-        "--multi-face", choices=("auto", "largest", "center", "require-one"), default="auto",
+        "--multi-face", choices=("auto", *MULTI_FACE_POLICIES), default="auto",
         help="which face to keep when a photo shows several (default auto: center for LFW, "
-        "whose labelled person is centred, largest otherwise)",
+        f"whose labelled person is centred, main otherwise). {MULTI_FACE_HELP}",
     )
     parser.add_argument("--min-face", type=int, default=40, metavar="PX",
                         help="smallest face to look for, in pixels (default 40)")

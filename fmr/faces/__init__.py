@@ -1,7 +1,7 @@
 """From any photo to an aligned 112x112 face: loading, detection, multi-face policy, alignment.
 
     image = load_image("photo.jpg")            # RGB uint8 (H, W, 3)
-    face = find_face(image, policy="largest")  # box, score, 5 landmarks
+    face = find_face(image)                    # the main face: box, score, 5 landmarks
     crop = align_face(image, face.landmarks)   # (112, 112, 3) on the ArcFace template
 """
 

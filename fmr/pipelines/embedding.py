@@ -269,7 +269,7 @@ def validation_scores(
     Only training-side identities: this is what thresholds are calibrated on.
     """
     paths, identities, description = validation_images(data_root)
-    common = dict(cache_dir=cache_dir, policy="largest", workers=workers,
+    common = dict(cache_dir=cache_dir, policy="main", workers=workers,
                   root=Path(data_root), progress=progress)
     tables = embed_images(paths, specs, UNMASKED, desc="validation", **common)
     probes = None

@@ -64,7 +64,7 @@ class PrepareOptions:
     teacher: str | None = None
     quality: int | None = None  # None: the highest of QUALITY_LADDER that fits max_mib
     max_mib: float | None = None
-    multi_face: str = "auto"  # auto: "center" for LFW (the person is centred), else largest
+    multi_face: str = "auto"  # auto: "center" for LFW (the person is centred), else main
     min_face: int = 40
     workers: int = 1
     cache_dir: Path | None = None
@@ -134,7 +134,7 @@ def plan_shared(options: PrepareOptions) -> Plan:
     def policy(key: str) -> str:
         if options.multi_face != "auto":
             return options.multi_face
-        return "center" if key.startswith("lfw/") else "largest"
+        return "center" if key.startswith("lfw/") else "main"
 
     images: list[PlannedImage] = []
     for key in train_keys:
@@ -191,7 +191,7 @@ def plan_original(options: PrepareOptions) -> Plan:
         kept = set(rng.sample(kept, min(len(kept), options.max_identities)))
         photos = {folder: files for folder, files in photos.items() if folder in kept}
     description["identities_planned"] = len(photos)
-    policy = "largest" if options.multi_face == "auto" else options.multi_face
+    policy = "main" if options.multi_face == "auto" else options.multi_face
     images: list[PlannedImage] = []
     for folder, files in photos.items():
         for path in files:

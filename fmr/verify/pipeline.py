@@ -39,7 +39,7 @@ class PreparedFace:
     faces_found: int
     mask: dict | None = None
     unlikely_ignored: int = 0
-    face_index: int = 0  # which of the likely faces (largest first) this is
+    face_index: int = 0  # which of the likely faces (the main one first) this is
 
     def to_dict(self) -> dict:
         height, width = self.image.shape[:2]
@@ -134,7 +134,7 @@ def prepare_detected(
     *,
     name: str = "image",
     face_index: int | None = None,
-    policy: str = "largest",
+    policy: str = "main",
     mask: str | None = None,
     mask_renderer: str = "fmr",
     seed: int | np.random.Generator | None = 0,
@@ -143,9 +143,10 @@ def prepare_detected(
 ) -> PreparedFace:
     """`prepare_face` after detection: `faces` are `detect_faces(image)` (or the likely ones).
 
-    face_index: which of the likely faces (largest first) to use; None: choose by `policy`.
+    face_index: which of the likely faces (`likely_faces`: the main one first) to use; None:
+    choose by `policy`.
     """
-    likely, ignored = likely_faces(faces)
+    likely, ignored = likely_faces(faces, image.shape)
     if face_index is None:
         face = select_face(faces, image.shape, policy, name)
         index = next(i for i, candidate in enumerate(likely) if candidate is face)
@@ -204,7 +205,7 @@ def verify_pair(
     backbones: str | Sequence | Embedder = "all",
     mask_a: str | None = None,
     mask_b: str | None = None,
-    policy: str = "largest",
+    policy: str = "main",
     *,
     threshold_far: float | None = None,
     mask_renderer: str = "fmr",
