@@ -82,7 +82,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mask-seed", type=int, default=None,
         help="seed of the per-image masks (default 0; --closed-set: the run's --val-mask-seed)",
     )
-    add_multi_face_argument(parser, default="center", note=", as LFW centres it")
+    # LFW's protocol: the labelled person is the centred face (LFW crops are centred on them),
+    # and the published figures were measured so. --calibrate's validation photos use main.
+    add_multi_face_argument(
+        parser, default="center",
+        note=" for the pairs: LFW centres its labelled person; --calibrate takes each "
+        "validation photo's main face, as fmr verify does",
+    )
     parser.add_argument("--out", metavar="DIR",
                         help="output folder (required; with --closed-set optional: it then "
                         "receives closed_set.json)")

@@ -16,20 +16,16 @@ DEFAULT_POLICY = "main"
 SECONDARY_MIN_SCORE = 0.95
 # The smallest face the detector looks for by default (pixels); a thinner image cannot hold one.
 MIN_FACE_PIXELS = 20
-# A face is in frame when its eyes and nose tip lie at least this many pixels inside the image.
-# MTCNN places the points of a face cut by the border on the border or past it (it extends the
-# box past the edge), so a face whose eye sits on the last pixels is a face cut by the edge.
+# A face is in frame when its eyes and nose tip lie at least this many pixels inside the image
+# and this much of its box does. MTCNN extends the box of a face cut by the border past the edge
+# and puts the points of its hidden side on the border or past it; the box of a face that is
+# in the photo can still run a few pixels past the edge (forehead, chin).
 EDGE_MARGIN_PIXELS = 3
-
-
-def in_frame(face: Face, image_shape: tuple[int, ...], margin: float = EDGE_MARGIN_PIXELS) -> bool:
-    """True when the face's eyes and nose tip lie inside the image, `margin` pixels or more
-    from its border (an aligned crop's template face always is)."""
-    height, width = image_shape[:2]
-    points = np.asarray(face.landmarks, dtype=np.float64)[:3]  # left eye, right eye, nose tip
-    inside_x = (points[:, 0] >= margin) & (points[:, 0] <= width - 1 - margin)
-    inside_y = (points[:, 1] >= margin) & (points[:, 1] <= height - 1 - margin)
-    return bool(np.all(inside_x & inside_y))
+MIN_INSIDE_FRACTION = 0.95
+# `main` weighs a face MTCNN is unsure of (score under SECONDARY_MIN_SCORE) as if it were this
+# many times narrower: most such detections are false (a torso, a pattern), but a masked face
+# also scores lower, so a much bigger unsure face still beats a small sure one.
+UNSURE_WIDTH_FACTOR = 3.0
 
 
 def visible_area(face: Face, image_shape: tuple[int, ...]) -> float:
@@ -40,10 +36,27 @@ def visible_area(face: Face, image_shape: tuple[int, ...]) -> float:
     return max(0.0, min(x2, width) - max(x1, 0.0)) * max(0.0, min(y2, height) - max(y1, 0.0))
 
 
+def in_frame(face: Face, image_shape: tuple[int, ...], margin: float = EDGE_MARGIN_PIXELS) -> bool:
+    """True when the face is in the photo, not cut by its border: its eyes and nose tip lie
+    `margin` pixels or more inside, and `MIN_INSIDE_FRACTION` of its box is inside (an aligned
+    crop's template face always is)."""
+    height, width = image_shape[:2]
+    points = np.asarray(face.landmarks, dtype=np.float64)[:3]  # left eye, right eye, nose tip
+    inside_x = (points[:, 0] >= margin) & (points[:, 0] <= width - 1 - margin)
+    inside_y = (points[:, 1] >= margin) & (points[:, 1] <= height - 1 - margin)
+    if not np.all(inside_x & inside_y):
+        return False
+    return visible_area(face, image_shape) >= MIN_INSIDE_FRACTION * face.area
+
+
 def main_rank(face: Face, image_shape: tuple[int, ...]) -> tuple[bool, float]:
     """How `main` ranks faces, highest first: a face in frame (`in_frame`) before one cut by the
-    border, then the bigger `visible_area`."""
-    return in_frame(face, image_shape), visible_area(face, image_shape)
+    border, then the bigger `visible_area`, where a face MTCNN is unsure of (score under
+    `SECONDARY_MIN_SCORE`) counts as `UNSURE_WIDTH_FACTOR` times narrower."""
+    size = visible_area(face, image_shape)
+    if face.score < SECONDARY_MIN_SCORE:  # NaN (a template face) is not unsure
+        size /= UNSURE_WIDTH_FACTOR**2
+    return in_frame(face, image_shape), size
 
 
 def main_first(faces: list[Face], image_shape: tuple[int, ...]) -> list[Face]:
@@ -88,12 +101,14 @@ def select_face(
     largest box and the others MTCNN is sure of), so a false detection in the background neither
     becomes "the centre face" nor makes require-one refuse a portrait.
 
-    main (the default): the person the photo is of: a face whose eyes and nose tip are inside
-    the photo beats one cut by its border, then the biggest box counting only its part inside the
-    photo (`main_rank`), so a half-visible bystander at the edge does not win over the person in
-    the middle, and in a group photo the largest face wins. largest: the face with the biggest
-    box, even one cut by the border. center: the face whose box centre is nearest the image
-    centre. require-one: the only face, or an error when there are several.
+    main (the default): the person the photo is of: a face in the photo (its eyes, nose tip and
+    nearly all its box inside) beats one cut by its border, then the biggest box counting only
+    its part inside the photo, a face MTCNN is unsure of counting as a third of its width
+    (`main_rank`). So a half-visible bystander at the edge does not win over the person in the
+    middle, nor a false detection over a face, and in a group photo the largest face wins.
+    largest: the face with the biggest box, even one cut by the border. center: the face whose
+    box centre is nearest the image centre. require-one: the only face, or an error when there
+    are several.
     Raises `FaceError` naming `name` when there is no face or the policy refuses the photo.
     """
     if policy not in MULTI_FACE_POLICIES:
