@@ -270,12 +270,20 @@ def judge_masked(records: list[dict], cache: Path) -> list[dict]:
 
 
 def _table(rows: list[dict], title: str) -> str:
-    lines = [title, "", "| policy | photos with several faces | right picks | wrong picks |",
-             "|---|---:|---:|---:|"]
+    """A markdown table: per policy, right picks over all rows and per source (LFW, CelebA)."""
+    lfw = [r for r in rows if "/lfw/" in r["path"]]
+    celeba = [r for r in rows if "/lfw/" not in r["path"]]
+
+    def share(part: list[dict], policy: str) -> str:
+        right = sum(1 for r in part if r[policy])
+        return f"{right:,} of {len(part):,} ({100 * right / max(len(part), 1):.2f}%)"
+
+    lines = [title, "", "| policy | photos with several faces | right picks | wrong picks | "
+             "right on LFW | right on CelebA |", "|---|---:|---:|---:|---:|---:|"]
     for policy in POLICIES:
         right = sum(1 for r in rows if r[policy])
         lines.append(f"| `{policy}` | {len(rows):,} | {right:,} ({100 * right / len(rows):.2f}%) "
-                     f"| {len(rows) - right:,} |")
+                     f"| {len(rows) - right:,} | {share(lfw, policy)} | {share(celeba, policy)} |")
     return "\n".join(lines)
 
 
@@ -300,7 +308,7 @@ def main() -> None:
     sources = {"lfw": 0, "celeba": 0}
     for key, _ in photos:
         sources[key.split("/", 1)[0]] += 1
-    rows = [{p: r[p] == r["truth"] for p in POLICIES} for r in records]
+    rows = [{"path": r["path"], **{p: r[p] == r["truth"] for p in POLICIES}} for r in records]
     print(f"{counts['photos']:,} training-side photos ({sources['lfw']:,} LFW outside folds "
           f"6-10, {sources['celeba']:,} celeba299); {counts['several']:,} show two or more likely "
           f"faces. Not judged: {counts['one_photo_person']} of people with one photo, "

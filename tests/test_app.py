@@ -238,6 +238,13 @@ def test_face_picker_labels_say_which_face_is_the_default_and_why():
     faces, hidden = likely_faces(cut_big, image.shape)
     assert face_labels(DetectedPhoto("three.jpg", image, faces, hidden))[0] == (
         "face 1: the default (in frame, the biggest of those in frame, 90 px wide)")
+    # A bigger detection the detector is unsure of (a torso, say) comes second.
+    torso = [face(200, 95, 290, 210), face(150, 150, 300, 300, 0.8)]
+    faces, hidden = likely_faces(torso, image.shape)
+    assert face_labels(DetectedPhoto("torso.jpg", image, faces, hidden)) == [
+        "face 1: the default (in frame, the biggest the detector is sure of, 90 px wide)",
+        "face 2 (in frame, 150 px wide)",
+    ]
     faces, hidden = likely_faces(group, image.shape)
     assert face_labels(DetectedPhoto("group.jpg", image, faces, hidden)) == [
         "face 1: the default (in frame, the biggest, 120 px wide)",

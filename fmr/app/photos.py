@@ -132,6 +132,10 @@ def face_labels(photo: DetectedPhoto) -> list[str]:
                           f"{size})")
         elif areas[0] >= max(areas):
             labels.append(f"face 1: the default (in frame, the biggest, {size})")
+        elif any(framed[i] for i in range(1, len(areas)) if areas[i] > areas[0]):
+            # A bigger face in frame that the detector is unsure of (main_rank weighs it less).
+            labels.append(f"face 1: the default (in frame, the biggest the detector is sure "
+                          f"of, {size})")
         elif any(framed[1:]):
             labels.append(f"face 1: the default (in frame, the biggest of those in frame, "
                           f"{size})")
@@ -152,9 +156,10 @@ def face_picker(photo: DetectedPhoto, side: str, label: str) -> int:
         list(range(count)),
         format_func=lambda i: labels[i],
         key=f"face_{side}",
-        help="By default fmr uses the person the photo is of: a face with its eyes and nose "
-        "inside the photo comes before one cut by the photo's edge, then the biggest (only the "
-        "part inside the photo counts). fmr verify, embed and align choose the same way "
+        help="By default fmr uses the person the photo is of: a face in frame (eyes, nose and "
+        "nearly all its box inside the photo) comes before one cut by the photo's edge, then "
+        "the biggest (only the part inside the photo counts; a detection the detector is unsure "
+        "of counts as a third as wide). fmr verify, embed and align choose the same way "
         "(--multi-face main).",
     )
     return min(int(choice or 0), count - 1)

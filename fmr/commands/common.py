@@ -12,8 +12,9 @@ BACKBONE_FAMILIES = ("iresnet", "ressanet", "dlib")
 MULTI_FACE_POLICIES = ("main", "largest", "center", "require-one")
 # What each policy does, for --help (fmr.faces.policy.select_face has the rule).
 MULTI_FACE_HELP = (
-    "main: the person the photo is of: a face with its eyes and nose inside the photo beats one "
-    "cut by the border, then the biggest (counting only the part of its box inside the photo); "
+    "main: the person the photo is of: a face in frame (eyes, nose and nearly all its box inside "
+    "the photo) beats one cut by the border, then the biggest (only the part of its box inside "
+    "the photo counts, and a detection MTCNN is unsure of counts as a third as wide); "
     "largest: the biggest box, even a face cut by the border; center: the face nearest the "
     "photo's centre; require-one: refuse a photo with several"
 )
