@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-BACKBONE_FAMILIES = ("iresnet", "ressanet", "dlib")
+BACKBONE_FAMILIES = ("iresnet", "ressanet", "dlib", "dlib-mask")
 # The same names as fmr.faces.MULTI_FACE_POLICIES (not imported here: it pulls in OpenCV).
 MULTI_FACE_POLICIES = ("largest", "center", "require-one")
 

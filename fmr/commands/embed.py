@@ -131,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
     embedder = load_backbone(spec)
     with contextlib.redirect_stdout(sys.stderr):
         if args.aligned:
-            # dlib refuses aligned crops with a FaceError: a usage error, before any work.
-            if embedder.family == "dlib":
+            # dlib's networks refuse aligned crops with a FaceError: a usage error, first.
+            if not embedder.reads_aligned_crops:
                 embedder.embed_aligned(np.zeros((0, 112, 112, 3), np.uint8))
             embeddings, ok, reasons = _embed_aligned(items, embedder, not args.quiet)
         else:

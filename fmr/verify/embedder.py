@@ -20,6 +20,7 @@ from fmr.errors import CheckpointError, FaceError
 from fmr.faces.detect import Face
 from fmr.files import write_text_atomically
 from fmr.verify.lookup import (
+    DLIB_ARCHITECTURE,
     TRAINED_FAMILIES,
     dlib_card_path,
     family_of,
@@ -43,6 +44,7 @@ class Embedder(ABC):
     card: ModelCard
     path: Path
     embedding_size: int
+    reads_aligned_crops: bool = True  # False: it cuts its own chip from the photo (dlib's)
 
     @property
     def calibration(self) -> dict:
@@ -146,6 +148,7 @@ class DlibEmbedder(Embedder):
     stored in `checkpoints/dlib_reference.json`."""
 
     family = "dlib"
+    reads_aligned_crops = False
 
     def __init__(self) -> None:
         import json
@@ -169,14 +172,58 @@ class DlibEmbedder(Embedder):
         self.name = self.card.name
         self.embedding_size = self.reference.embedding_size
 
-    def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
-        chips = [self.reference.chip(image, face) for image, face in faces]
+    def chip(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The 150x150 RGB uint8 chip this model reads (dlib's 5-point alignment)."""
+        return self.reference.chip(image, face)
+
+    def embed_chips(self, chips) -> np.ndarray:
+        """(N, 128) float32 unit-norm descriptors of chips from `chip`."""
         return self.reference.embed_chips(chips)
+
+    def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
+        return self.embed_chips([self.chip(image, face) for image, face in faces])
 
     def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
         raise FaceError(
             "the dlib reference aligns faces itself (its own 5 points and 150x150 chip) and "
             "needs the original photos, not aligned crops; drop --aligned or use iresnet/ressanet"
+        )
+
+
+class DlibMaskEmbedder(Embedder):
+    """dlib's network fine-tuned for masks (`train.py mask-finetune`): dlib's own 5-point chip,
+    as the reference cuts it, through the fine-tuned weights (PyTorch)."""
+
+    family = "dlib-mask"
+    reads_aligned_crops = False
+
+    def __init__(self, loaded) -> None:
+        from fmr.verify.dlib_reference import DlibReference
+
+        self.model = loaded.model.eval()
+        self.card = loaded.card
+        self.path = Path(loaded.path)
+        self.name = self.card.name or self.path.stem
+        self.embedding_size = self.card.embedding_size
+        self.reference = DlibReference()  # its chips; its own network is not used
+
+    def chip(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The 150x150 RGB uint8 chip this model reads (dlib's 5-point alignment)."""
+        return self.reference.chip(image, face)
+
+    def embed_chips(self, chips) -> np.ndarray:
+        """(N, 128) float32 unit-norm descriptors of chips from `chip`."""
+        return self.model.embed_chips(np.asarray(chips), batch_size=BATCH_SIZE)
+
+    def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
+        if not faces:
+            return np.zeros((0, self.embedding_size), np.float32)
+        return self.embed_chips(np.stack([self.chip(image, face) for image, face in faces]))
+
+    def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
+        raise FaceError(
+            "dlib-mask reads dlib's own 150x150 chip (its 5 points) and needs the original "
+            "photos, not aligned crops; drop --aligned or use iresnet/ressanet"
         )
 
 
@@ -209,21 +256,25 @@ def _default_dlib_card() -> dict:
 class _LoadedTorchModels:
     """Loaded checkpoints, one per file: a file rewritten since (a newer mtime) is loaded again
     and its old model let go, so a long-running app whose checkpoint a training run keeps
-    rewriting holds one copy, not one per version. At most `max_files` files stay loaded."""
+    rewriting holds one copy, not one per version. At most `max_files` files stay loaded.
+    A dlib-mask checkpoint (dlib's architecture) gets a `DlibMaskEmbedder`, any other a
+    `TorchEmbedder`."""
 
     def __init__(self, max_files: int = 8) -> None:
         self.max_files = max_files
         self._models: dict[str, tuple[float, TorchEmbedder]] = {}
         self._lock = threading.Lock()  # app sessions load from several threads
 
-    def get(self, path: str, mtime: float) -> TorchEmbedder:
+    def get(self, path: str, mtime: float) -> Embedder:
         with self._lock:
             found = self._models.get(path)
             if found is not None and found[0] == mtime:
                 return found[1]
             from fmr.modelfile import load_model_file
 
-            embedder = TorchEmbedder(load_model_file(path))
+            loaded = load_model_file(path)
+            embedder = (DlibMaskEmbedder(loaded) if loaded.card.architecture == DLIB_ARCHITECTURE
+                        else TorchEmbedder(loaded))
             self._models.pop(path, None)
             self._models[path] = (mtime, embedder)  # newest last
             while len(self._models) > self.max_files:
@@ -247,8 +298,8 @@ def _load_dlib(card: str, card_mtime: float) -> DlibEmbedder:
 
 
 def load_backbone(family_or_path: str | Path) -> Embedder:
-    """An embedder for a family ("iresnet", "ressanet", "dlib"), a checkpoint name inside
-    `checkpoints/`, or a checkpoint path (.safetensors, or an insightface backbone.pth).
+    """An embedder for a family ("iresnet", "ressanet", "dlib", "dlib-mask"), a checkpoint name
+    inside `checkpoints/`, or a checkpoint path (.safetensors, or an insightface backbone.pth).
 
     Loaded models are cached per process (keyed by the file and its modification time).
     Raises `CheckpointError` when the family has no checkpoint or the file is not one fmr loads.
