@@ -134,7 +134,7 @@ def model_view(embedder, image: np.ndarray, face) -> ModelView:
     (`embedder.chip`, dlib's own landmarks).
     """
     if not getattr(embedder, "reads_aligned_crops", True):
-        return ModelView(embedder.chip(image, face), embedder.embed_chips)
+        return ModelView(*embedder.chip_view(image, face))
     from fmr.faces.align import align_face
 
     size = int(getattr(embedder, "input_size", 112))

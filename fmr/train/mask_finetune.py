@@ -374,7 +374,7 @@ def finetune(config: FinetuneConfig) -> Path:
         validate()  # the starting point: dlib itself (or the checkpoint resumed from)
     student.train()
     window = []
-    last_print = time.perf_counter()
+    last_print = loop_started = time.perf_counter()
     while total is None or step < total:
         elapsed = time.perf_counter() - started
         if config.time_budget and elapsed >= config.time_budget:
@@ -407,7 +407,7 @@ def finetune(config: FinetuneConfig) -> Path:
         window.append((float(masked_term.detach()), float(plain_term.detach())))
         if total is None and step == first_step + 20:
             # From the time per step so far, with a margin for the validations to come.
-            seconds_per_step = (time.perf_counter() - started - spent) / 20
+            seconds_per_step = (time.perf_counter() - loop_started) / 20
             total = step + int((config.time_budget - (time.perf_counter() - started))
                                / (seconds_per_step * (1 + 0.08)))
             print(f"mask-finetune: {seconds_per_step:.2f} s a step: {total:,} steps in the "

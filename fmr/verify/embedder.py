@@ -180,6 +180,10 @@ class DlibEmbedder(Embedder):
         """(N, 128) float32 unit-norm descriptors of chips from `chip`."""
         return self.reference.embed_chips(chips)
 
+    def chip_view(self, image: np.ndarray, face: Face):
+        """(chip, embed) for explanations: the chip and the function that describes chips."""
+        return self.chip(image, face), self.embed_chips
+
     def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
         return self.embed_chips([self.chip(image, face) for image, face in faces])
 
@@ -191,14 +195,20 @@ class DlibEmbedder(Embedder):
 
 
 class DlibMaskEmbedder(Embedder):
-    """dlib's network fine-tuned for masks (`train.py mask-finetune`): dlib's own 5-point chip,
-    as the reference cuts it, through the fine-tuned weights (PyTorch)."""
+    """dlib's network and its mask fine-tune (`train.py mask-finetune`) as one model: a face the
+    mask detector finds masked (`fmr.verify.mask_detector`) is described by the fine-tuned
+    network, any other by dlib's own (the PyTorch port of the reference's weights), both on dlib's
+    own 150x150 chip. The fine-tune was trained to put a masked face where dlib puts that face
+    unmasked, so the two kinds of descriptor compare with each other, and a plain face gets
+    exactly dlib's descriptor."""
 
     family = "dlib-mask"
     reads_aligned_crops = False
 
     def __init__(self, loaded) -> None:
-        from fmr.verify.dlib_reference import DlibReference
+        from fmr.models.dlib_resnet import load_dlib_resnet
+        from fmr.verify.dlib_reference import DlibReference, model_path
+        from fmr.verify.mask_detector import load_mask_detector
 
         self.model = loaded.model.eval()
         self.card = loaded.card
@@ -206,19 +216,42 @@ class DlibMaskEmbedder(Embedder):
         self.name = self.card.name or self.path.stem
         self.embedding_size = self.card.embedding_size
         self.reference = DlibReference()  # its chips; its own network is not used
+        self.plain_model = load_dlib_resnet(model_path())
+        self.detector = load_mask_detector(required=True)
 
     def chip(self, image: np.ndarray, face: Face) -> np.ndarray:
         """The 150x150 RGB uint8 chip this model reads (dlib's 5-point alignment)."""
         return self.reference.chip(image, face)
 
-    def embed_chips(self, chips) -> np.ndarray:
-        """(N, 128) float32 unit-norm descriptors of chips from `chip`."""
-        return self.model.embed_chips(np.asarray(chips), batch_size=BATCH_SIZE)
+    def masked(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
+        """(N,) bool: which faces the mask detector finds masked (the fine-tune describes them)."""
+        from fmr.faces.align import align_face
+        from fmr.verify.mask_detector import MASK_PROBABILITY_THRESHOLD
+
+        crops = np.stack([align_face(image, face.landmarks) for image, face in faces])
+        return self.detector.probabilities(crops) >= MASK_PROBABILITY_THRESHOLD
+
+    def embed_chips(self, chips, masked: np.ndarray) -> np.ndarray:
+        """(N, 128) float32 unit-norm descriptors of chips from `chip`; `masked` (N,) bool says
+        which network describes each."""
+        chips, masked = np.asarray(chips), np.asarray(masked, bool)
+        out = np.zeros((len(chips), self.embedding_size), np.float32)
+        for network, rows in ((self.model, masked), (self.plain_model, ~masked)):
+            if rows.any():
+                out[rows] = network.embed_chips(chips[rows], batch_size=BATCH_SIZE)
+        return out
+
+    def chip_view(self, image: np.ndarray, face: Face):
+        """(chip, embed) for explanations: `embed(chips)` keeps this face's network choice."""
+        masked = self.masked([(image, face)])[0]
+        return self.chip(image, face), lambda chips: self.embed_chips(
+            chips, np.full(len(chips), masked))
 
     def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
         if not faces:
             return np.zeros((0, self.embedding_size), np.float32)
-        return self.embed_chips(np.stack([self.chip(image, face) for image, face in faces]))
+        chips = np.stack([self.chip(image, face) for image, face in faces])
+        return self.embed_chips(chips, self.masked(faces))
 
     def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
         raise FaceError(
