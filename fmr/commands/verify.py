@@ -72,7 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _face_line(label: str, side: dict) -> str:
     box = side["face"]["box"]
     width, height = side["size"]
-    mask = f", masked: {side['mask'].get('style')}" if side.get("mask") else ""
+    mask = f", synthetic mask: {side['mask'].get('style')}" if side.get("mask") else ""
+    if side.get("mask_probability") is not None:
+        mask += f", wears a mask: {side['mask_probability'] * 100:.0f}%"
     ignored = side.get("unlikely_ignored", 0)
     ignored = f" ({ignored} unlikely detection(s) ignored)" if ignored else ""
     return (
@@ -100,6 +102,9 @@ def format_result(result: dict) -> str:
                 numbers += f", inconclusive from {low:.3f}"
         lines.append(numbers)
         lines.append(f"  how sure: {r['explanation']}")
+        if r.get("calibration_reason"):
+            lines.append(f"  calibration: {r.get('calibration', 'unmasked')}, because "
+                         f"{r['calibration_reason']}")
     for m in result.get("missing", []):
         lines.append(f"not compared with {m['backbone']}: {m['reason']}")
     return "\n".join(lines)
