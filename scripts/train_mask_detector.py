@@ -586,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     optimiser = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-3)
     best = (math.inf, 0.0, 0, None)
     history = []
-    train_start = time.time()
+    train_start, train_cpu = time.time(), time.process_time()
     for step in range(1, args.steps + 1):
         lr = args.lr * 0.5 * (1 + math.cos(math.pi * (step - 1) / args.steps))
         lr *= min(1.0, step / 100)
@@ -669,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
             "kept_step": best[2], "parameters": parameters,
             "minutes_preparing": round(prepared_s / 60, 1),
             "minutes_training": round((time.time() - train_start) / 60, 1),
+            "cpu_minutes_training": round((time.process_time() - train_cpu) / 60, 1),
             "threads": args.threads,
             "history": history,
         },
