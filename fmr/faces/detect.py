@@ -368,9 +368,9 @@ def detect_faces(image: np.ndarray, *, min_face_size: int = 20,
     is padded (tight crops need context) and searched again; then (retry=True, and not an
     aligned crop's size) both are searched once more with the lower thresholds
     `MTCNN_RETRY_THRESHOLDS`, which find masked faces the first pass misses (about half of
-    them: docs/benchmarks.md); an aligned crop (112x112 or 112x96) where MTCNN still sees nothing yields
-    its template face (`source == "template"`), so aligned data never fails. `min_face_size` is
-    the smallest face looked for, in pixels of `image`.
+    them: docs/benchmarks.md); an aligned crop (112x112 or 112x96) where MTCNN still sees
+    nothing yields its template face (`source == "template"`), so aligned data never fails.
+    `min_face_size` is the smallest face looked for, in pixels of `image`.
     """
     passes = [MTCNN_THRESHOLDS]
     # Not on an aligned crop: its template face is exact, a weak detection would not be.
