@@ -17,6 +17,11 @@ evaluation data) and a verdict: same, different, or inconclusive when both answe
 be wrong at this score. "How sure" is the share of validation pairs that would make the
 verdict wrong at this score.
 
+Each face also gets the mask detector's probability that it wears a mask ("wears a mask:
+97%"; mask_probability in --json). When either face is found masked (>= 0.5) or wears a
+synthetic mask (--mask-a/--mask-b), the masked calibration decides, and each result says
+which calibration it used and why (calibration, calibration_reason).
+
 --backbone names a model family: iresnet and ressanet (the shipped checkpoints, or the newest
 trained ones under runs/), dlib (dlib's ResNet reference), or all (every family available;
 the default). --checkpoint FILE uses any checkpoint instead.
