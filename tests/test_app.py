@@ -168,6 +168,9 @@ def test_verify_same_person_then_with_a_mask_and_why(dlib_only, photos):
     # Both are shown rounded (3 decimals, 0.1 degree): the angle matches the cosine closely.
     assert angle == pytest.approx(np.degrees(np.arccos(similarity)), abs=0.3)
     assert len(at.image) == 4  # both photos with their boxes, both aligned crops
+    # The mask detector's probability under each face, and why the calibration was chosen.
+    assert len([c for c in at.caption if c.value.startswith("wears a mask: ")]) == 2
+    assert "because neither photo wears a mask (A " in texts(at)
 
     # A synthetic mask on photo B: the score drops but the pair is still compared.
     at.toggle(key="mask_on_b").set_value(True)
@@ -178,6 +181,8 @@ def test_verify_same_person_then_with_a_mask_and_why(dlib_only, photos):
     assert_no_exception(at)
     masked_similarity = float(at.metric[0].value)
     assert masked_similarity < similarity
+    assert "calibration: masked" in texts(at)
+    assert "because a synthetic mask was drawn on photo B" in texts(at)
     assert any(m.value.startswith("### :") for m in at.markdown)
     assert len(at.get("plotly_chart")) == 2  # where the score sits, and the occlusion maps
 
