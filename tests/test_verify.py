@@ -108,8 +108,9 @@ def test_verify_all_reports_missing_families(capsys, lfw_faces, tmp_path, monkey
     result = json.loads(out)
     assert [r["backbone"] for r in result["results"]] == ["dlib"]
     missing = {m["backbone"]: m["reason"] for m in result["missing"]}
-    assert set(missing) == {"iresnet", "ressanet"}
+    assert set(missing) == {"iresnet", "ressanet", "dlib-mask"}
     assert "python train.py --backbone iresnet18" in missing["iresnet"]
+    assert "python train.py mask-finetune" in missing["dlib-mask"]
 
 
 def test_verify_require_one_ignores_an_unlikely_background_detection(capsys, photos_dir):
