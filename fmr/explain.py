@@ -130,11 +130,11 @@ def model_view(embedder, image: np.ndarray, face) -> ModelView:
     """The crop an `fmr.verify.Embedder` computes for `face` in `image`, and its batch embedder.
 
     fmr's backbones see the 5-point aligned crop at their card's input size (flip-averaged by
-    `embed_aligned`); the dlib reference sees its own 150x150 chip (`DlibReference.chip`).
+    `embed_aligned`); dlib's networks (the reference and dlib-mask) see their own 150x150 chip
+    (`embedder.chip`, dlib's own landmarks).
     """
-    reference = getattr(embedder, "reference", None)
-    if reference is not None:  # the dlib reference aligns with its own landmarks
-        return ModelView(reference.chip(image, face), reference.embed_chips)
+    if not getattr(embedder, "reads_aligned_crops", True):
+        return ModelView(*embedder.chip_view(image, face))
     from fmr.faces.align import align_face
 
     size = int(getattr(embedder, "input_size", 112))

@@ -379,15 +379,21 @@ def _load_torch_state(path: Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
 
 def _build_model(state: dict[str, torch.Tensor], card: ModelCard, path: Path) -> nn.Module:
     from fmr.models import create_model, list_models
+    from fmr.models.dlib_resnet import ARCHITECTURE as DLIB_ARCHITECTURE
+    from fmr.models.dlib_resnet import DlibResNet
 
-    if card.architecture not in list_models():
+    known = [*list_models(), DLIB_ARCHITECTURE]
+    if card.architecture not in known:
         raise CheckpointError(
             f"{path}: architecture {card.architecture!r} is not one fmr knows "
-            f"({', '.join(list_models())}); is this checkpoint from a newer fmr?"
+            f"({', '.join(known)}); is this checkpoint from a newer fmr?"
         )
-    model = create_model(
-        card.architecture, embedding_size=card.embedding_size, input_size=card.input_size
-    )
+    if card.architecture == DLIB_ARCHITECTURE:  # dlib's network (fine-tuned): its own input
+        model = DlibResNet()
+    else:
+        model = create_model(
+            card.architecture, embedding_size=card.embedding_size, input_size=card.input_size
+        )
     expected = model.state_dict()
     # num_batches_tracked is bookkeeping that older insightface files lack
     optional = {k for k in expected if k.endswith("num_batches_tracked")}
@@ -416,6 +422,8 @@ def _build_model(state: dict[str, torch.Tensor], card: ModelCard, path: Path) ->
     model.load_state_dict(state, strict=False)
     from fmr.models import InputConfig
 
+    if card.architecture == DLIB_ARCHITECTURE:
+        return model.eval()
     # A card whose input fmr cannot read still loads; an embedder refuses to feed it.
     with contextlib.suppress(ValueError):
         model.input_config = InputConfig.from_card(card)

@@ -36,8 +36,9 @@ if not scores:
 else:
     cards = {b.family: b.card for b in backbone_inventory()}
     pick_col, slider_col = st.columns([1, 2], gap="large")
-    family = pick_col.selectbox(
-        "Backbone", list(scores), format_func=lambda f: FAMILY_TITLES.get(f, f),
+    family = pick_col.selectbox(  # the reference first: the one every other is compared with
+        "Backbone", sorted(scores, key=lambda f: (f != "dlib", f)),
+        format_func=lambda f: FAMILY_TITLES.get(f, f),
         key="angles_backbone",
     )
     data = scores[family]

@@ -8,7 +8,7 @@ from fmr.app import charts, drawing, jobs, page, photos, samples
 from fmr.app.models import FAMILY_TITLES, loaded_models, missing_note
 from fmr.errors import FmrError
 from fmr.faces import align_face
-from fmr.verify import compare
+from fmr.verify import compare, mask_decision
 
 VERDICT_WORDS = {"same": "same person", "different": "different people",
                  "inconclusive": "inconclusive"}
@@ -85,6 +85,9 @@ with face_work:
                         width=drawing.width_for_height(picture, PHOTO_HEIGHT))
             crop.image(align_face(face.image, face.face.landmarks), caption="aligned 112x112",
                        width="stretch")
+            worn = photos.mask_caption(face)
+            if worn:
+                st.caption(worn)
             if face.mask is not None and not face.mask.get("redetected", True):
                 st.caption("The masked face was not found again by the detector, so the box of "
                            "the unmasked face is used.")
@@ -102,14 +105,15 @@ with face_work:
         st.info(note, icon=":material/info:")
 
     st.subheader("Verdict")
-    masked = any(masks[side] is not None for side in "ab")
+    # Masked calibration when either photo wears a synthetic mask or the mask detector finds
+    # a mask (as in `fmr verify`); the decision says why.
+    decision = mask_decision([prepared["a"], prepared["b"]])
     cards = st.columns(len(models.embedders), gap="medium")
     for embedder, column in zip(models.embedders, cards, strict=True):
         emb_a = photos.embed_prepared(embedder, inputs["a"], prepared["a"], masks["a"], 0)
         emb_b = photos.embed_prepared(embedder, inputs["b"], prepared["b"], masks["b"], 1)
-        # With a synthetic mask on either photo the masked calibration decides (as in
-        # `fmr verify`), when the model has one.
-        result = compare(emb_a, emb_b, embedder, masked=masked)
+        result = compare(emb_a, emb_b, embedder, masked=decision.masked,
+                         mask_reason=decision.reason)
         with column.container(border=True):
             title = FAMILY_TITLES.get(embedder.family, embedder.family)
             st.markdown(f"**{title}** · `{embedder.name}`")
@@ -122,8 +126,8 @@ with face_work:
                 decided_by = CALIBRATION_WORDS[result.calibration]
                 st.caption(
                     f"Threshold {result.threshold:.3f} (FAR {result.threshold_far:.0e} on "
-                    f"validation pairs; calibration: {result.calibration}, {decided_by}); "
-                    f"{result.explanation()}."
+                    f"validation pairs; calibration: {result.calibration}, {decided_by}, "
+                    f"because {result.calibration_reason}); {result.explanation()}."
                 )
                 calibration = (embedder.calibration_masked if result.calibration == "masked"
                                else embedder.calibration)

@@ -2,7 +2,8 @@
 
     python scripts/ship_checkpoint.py RUN/best.safetensors [--storage int8]
 
-Writes `checkpoints/<architecture>.safetensors` + `.json` (or under FMR_CHECKPOINT_DIR), with:
+Writes `checkpoints/<architecture>.safetensors` + `.json` (or under FMR_CHECKPOINT_DIR; a
+`train.py mask-finetune` export: `checkpoints/dlib_mask.safetensors`), with:
 - the weights re-stored as `--storage` (int8 per output channel by default: the 25 MiB budget);
 - no class centres (they are training identities and never ship);
 - the card's absolute paths (the server's folders: data packs, run folders) made relative to
@@ -61,14 +62,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ship_checkpoint: {exc}", file=sys.stderr)
         return 2
     card = loaded.card
+    family = family_of(card, args.export)
     hours = card.training.get("hours_total")
-    name = f"{card.architecture} (fmr, trained on the CPU" + (
+    # A fine-tune is named for its family (dlib-mask), a network trained here for its architecture.
+    fine_tune = family not in ("iresnet", "ressanet")
+    what = f"{family}, {card.architecture} fine-tuned" if fine_tune else card.architecture
+    name = f"{what} (fmr, trained on the CPU" + (
         f", {hours:.1f} h)" if isinstance(hours, int | float) else ")")
     training = portable(card.training, ROOT)
     card = dataclasses.replace(card, name=name, training=training)
     folder = checkpoint_dir()
-    target = folder / f"{card.architecture}.safetensors"
-    family = family_of(card)
+    stem = family.replace("-", "_") if fine_tune else card.architecture
+    target = folder / f"{stem}.safetensors"
     for other in sorted(folder.glob("*.safetensors")):
         if other != target and family_of(read_card(other), other) == family:
             print(f"ship_checkpoint: removing {other.name} (same family, {family})")

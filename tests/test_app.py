@@ -86,12 +86,14 @@ def dlib_only(dlib_only_dir, monkeypatch) -> Path:
 
 @pytest.fixture(scope="module")
 def random_checkpoints_dir(tmp_path_factory) -> Path:
-    """Checkpoints: random-init IResNet-18 and ResSaNet-18 (no calibration) beside dlib's, to
-    drive the app's IResNet and ResSaNet paths before trained checkpoints ship."""
+    """Checkpoints: random-init IResNet-18 and ResSaNet-18 and an untrained dlib-mask (dlib's
+    weights; none calibrated) beside dlib's, to drive every family's path in the app."""
     import torch
 
     from fmr.modelfile import ModelCard, save_model_file
     from fmr.models import create_model
+    from fmr.models.dlib_resnet import load_dlib_resnet
+    from fmr.train.teacher import dlib_weights_path
 
     folder = tmp_path_factory.mktemp("random-checkpoints")
     shutil.copy2(REPO_ROOT / "checkpoints" / "dlib_reference.json", folder)
@@ -100,6 +102,10 @@ def random_checkpoints_dir(tmp_path_factory) -> Path:
         card = ModelCard(name=f"{architecture}-random", architecture=architecture,
                          training={"data": "none: random weights for tests"})
         save_model_file(folder / architecture, create_model(architecture).eval(), card, "fp16")
+    card = ModelCard(name="dlib-mask-untrained", architecture="dlib_resnet_v1",
+                     embedding_size=128, input_size=150,
+                     training={"data": "none: dlib's weights, for tests"})
+    save_model_file(folder / "dlib_mask", load_dlib_resnet(dlib_weights_path()), card, "fp16")
     return folder
 
 
@@ -126,10 +132,11 @@ def test_home_lists_the_backbones_and_says_which_are_missing(dlib_only):
     assert_no_exception(at)
     headings = [m.value for m in at.markdown if m.value.startswith("#### ")]
     assert headings == ["#### IResNet :red-badge[missing]", "#### ResSaNet :red-badge[missing]",
-                        "#### dlib reference :green-badge[loaded]"]
-    assert at.warning[0].value.startswith("Missing: IResNet, ResSaNet.")
+                        "#### dlib reference :green-badge[loaded]",
+                        "#### dlib-mask (dlib fine-tuned for masks) :red-badge[missing]"]
+    assert at.warning[0].value.startswith("Missing: IResNet, ResSaNet, dlib-mask")
     reasons = [c.value for c in at.caption if "checkpoint found" in c.value]
-    assert len(reasons) == 2 and all("train.py" in r for r in reasons)  # says how to get one
+    assert len(reasons) == 3 and all("train.py" in r for r in reasons)  # says how to get one
     page = texts(at)
     assert "`dlib-resnet-v1` · dlib_resnet_v1, 128-d embeddings" in page
     threshold = next(m.value for m in at.markdown if m.value.startswith("**Threshold**"))
@@ -142,20 +149,24 @@ def test_every_backbone_found_is_loaded_and_compared(random_checkpoints, photos)
     home.run()
     assert_no_exception(home)
     headings = [m.value for m in home.markdown if m.value.startswith("#### ")]
-    assert all(h.endswith(":green-badge[loaded]") for h in headings) and len(headings) == 3
+    assert all(h.endswith(":green-badge[loaded]") for h in headings) and len(headings) == 4
     assert not home.warning
-    assert texts(home).count("**Threshold** not calibrated") == 2
+    assert texts(home).count("**Threshold** not calibrated") == 3
 
     at = verify_with(photos["obama_1"], photos["obama_2"])
     cards = [m.value for m in at.markdown if m.value.startswith("**")]
     assert cards == ["**IResNet** · `iresnet18-random`", "**ResSaNet** · `ressanet18-random`",
-                     "**dlib reference** · `dlib-resnet-v1`"]
+                     "**dlib reference** · `dlib-resnet-v1`",
+                     "**dlib-mask (dlib fine-tuned for masks)** · `dlib-mask-untrained`"]
     verdicts = [m.value for m in at.markdown if m.value.startswith("### ")]
     # Random weights carry no calibration: no verdict but a note saying how to calibrate.
     assert verdicts[:2] == ["### :orange[inconclusive]"] * 2
     assert verdicts[2] == "### :green[same person]"
+    assert verdicts[3] == "### :orange[inconclusive]"  # the untrained dlib-mask: no calibration
     assert "has no calibration" in texts(at)
-    assert len(at.metric) == 6  # similarity and angle per backbone
+    assert len(at.metric) == 8  # similarity and angle per backbone
+    # Unmasked faces go through dlib's own weights in dlib-mask: the same similarity as dlib.
+    assert at.metric[4].value == at.metric[6].value
 
 
 # ----------------------------------------------------------------------------------- verify
@@ -168,6 +179,9 @@ def test_verify_same_person_then_with_a_mask_and_why(dlib_only, photos):
     # Both are shown rounded (3 decimals, 0.1 degree): the angle matches the cosine closely.
     assert angle == pytest.approx(np.degrees(np.arccos(similarity)), abs=0.3)
     assert len(at.image) == 4  # both photos with their boxes, both aligned crops
+    # The mask detector's probability under each face, and why the calibration was chosen.
+    assert len([c for c in at.caption if c.value.startswith("wears a mask: ")]) == 2
+    assert "because neither photo wears a mask (A " in texts(at)
 
     # A synthetic mask on photo B: the score drops but the pair is still compared.
     at.toggle(key="mask_on_b").set_value(True)
@@ -178,6 +192,8 @@ def test_verify_same_person_then_with_a_mask_and_why(dlib_only, photos):
     assert_no_exception(at)
     masked_similarity = float(at.metric[0].value)
     assert masked_similarity < similarity
+    assert "calibration: masked" in texts(at)
+    assert "because a synthetic mask was drawn on photo B" in texts(at)
     assert any(m.value.startswith("### :") for m in at.markdown)
     assert len(at.get("plotly_chart")) == 2  # where the score sits, and the occlusion maps
 

@@ -93,6 +93,9 @@ def test_verify_human_output_matches_the_json_verdict(capsys, lfw_faces):
     assert f"dlib (dlib-resnet-v1): {words[dlib['verdict']]}" in text
     assert f"similarity {dlib['similarity']:.3f}, angle {dlib['angle_deg']:.1f} degrees" in text
     assert "how sure: " + dlib["explanation"] in text
+    assert f"calibration: {dlib['calibration']}, because {dlib['calibration_reason']}" in text
+    if json.loads(out)["a"]["mask_probability"] is not None:
+        assert "wears a mask: " in text
 
 
 def test_verify_all_reports_missing_families(capsys, lfw_faces, tmp_path, monkeypatch):
@@ -105,8 +108,9 @@ def test_verify_all_reports_missing_families(capsys, lfw_faces, tmp_path, monkey
     result = json.loads(out)
     assert [r["backbone"] for r in result["results"]] == ["dlib"]
     missing = {m["backbone"]: m["reason"] for m in result["missing"]}
-    assert set(missing) == {"iresnet", "ressanet"}
+    assert set(missing) == {"iresnet", "ressanet", "dlib-mask"}
     assert "python train.py --backbone iresnet18" in missing["iresnet"]
+    assert "python train.py mask-finetune" in missing["dlib-mask"]
 
 
 def test_verify_require_one_ignores_an_unlikely_background_detection(capsys, photos_dir):
@@ -262,10 +266,16 @@ def test_verify_pair_api_with_arrays_and_a_calibrated_checkpoint(
     result = verify_pair(a, b, backbones=[embedder], mask_b="surgical")
     (r,) = result["results"]
     assert r["calibration"] == "masked" and result["b"]["mask"]["style"] == "surgical"
+    assert r["calibration_reason"] == "a synthetic mask was drawn on photo B"
     assert r["threshold"] == masked_calibration["threshold"] != calibration["threshold"]
     assert r["verdict"] == decide(masked_calibration, r["similarity"])[0]
-    plain = verify_pair(a, b, backbones=[embedder])["results"][0]
-    assert plain["calibration"] == "unmasked" and plain["threshold"] == calibration["threshold"]
+    plain = verify_pair(a, b, backbones=[embedder])
+    assert plain["results"][0]["calibration"] == "unmasked"
+    assert plain["results"][0]["threshold"] == calibration["threshold"]
+    if plain["a"]["mask_probability"] is not None:  # the mask detector ships
+        assert result["b"]["mask_probability"] >= 0.5
+        assert max(plain["a"]["mask_probability"], plain["b"]["mask_probability"]) < 0.5
+        assert plain["results"][0]["calibration_reason"].startswith("neither photo wears a mask")
 
 
 def test_insightface_backbone_pth_loads_with_its_input_convention(random_checkpoint, tmp_path):
@@ -344,6 +354,13 @@ def test_embed_folder_and_files_with_failures(capsys, random_checkpoint, lfw_fac
     norms = np.linalg.norm(data["embeddings"], axis=1)
     assert norms[[0, 1, 3]] == pytest.approx(1.0, abs=1e-5) and norms[2] == 0
     assert "broken.jpg" in data["reason"][2] and data["reason"][0] == ""
+    probability = data["mask_probability"]
+    assert probability.shape == (4,) and probability.dtype == np.float32
+    assert np.isnan(probability[2])  # the failed image
+    from fmr.verify import load_mask_detector
+
+    if load_mask_detector() is not None:
+        assert (probability[[0, 1, 3]] < 0.5).all(), probability
     from fmr.batch import manifest_rows
 
     # manifest_rows reads <folder>/manifest.csv; ours is named after the .npz
@@ -371,6 +388,12 @@ def test_embed_aligned_crops(capsys, random_checkpoint, lfw_faces, tmp_path):
     data = np.load(out)
     expected = load_backbone(str(random_checkpoint)).embed_aligned(crop[None])[0]
     assert data["embeddings"][0] == pytest.approx(expected, abs=1e-5)
+    from fmr.verify import load_mask_detector
+
+    detector = load_mask_detector()
+    if detector is not None:  # the detector runs on the crop as given
+        assert data["mask_probability"][0] == pytest.approx(
+            detector.probabilities(crop[None])[0], abs=1e-3)
     # dlib aligns faces itself and refuses aligned crops, as a usage error.
     code, _, err = run_cli(
         capsys, "embed", str(tmp_path / "crop.png"), "--aligned", "--backbone", "dlib",

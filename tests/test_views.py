@@ -153,3 +153,39 @@ def test_random_views_are_seeded_and_within_bounds():
     assert (a[mixed, FIELD["mix"]] >= 0.5).all() and (a[~mixed, FIELD["mix"]] == 1).all()
     blurred = a[:, FIELD["blur"]] > 0
     assert 0.35 < blurred.float().mean() < 0.65
+
+
+def test_a_mask_on_dlibs_chip_sits_where_it_sits_on_the_aligned_crop(faces):
+    """A mask drawn on the chip through `chip_geometry_theta` covers the same part of the face as
+    the same mask drawn on the view's aligned crop (`student_geometry_theta`): where the two
+    images overlap, the masked pixels agree (IoU >= 0.95), for plain and for flipped views."""
+    from fmr.masks.tensor import mask_batch
+    from fmr.train.views import chip_geometry_theta, student_geometry_theta
+
+    canvases, chips = _canvas_batch(faces)
+    u, v = torch.meshgrid(torch.arange(CHIP_SIZE), torch.arange(CHIP_SIZE),
+                          indexing="xy")
+    chip_pixels = torch.stack([u.flatten(), v.flatten(), torch.ones(CHIP_SIZE ** 2)]).float()
+    for flip in (0.0, 1.0):
+        views = identity_views(len(faces))
+        views[:, FIELD["flip"]] = flip
+        rendered = render_canvases(canvases, None, views, WIDE_CANVAS)
+        crops = cut(rendered, student_to_canvas(views, WIDE_CANVAS), 112)
+        plain_chips = cut(rendered, chip_to_canvas(views, chips, WIDE_CANVAS), CHIP_SIZE)
+        on_crop = mask_batch(crops, 1.0, styles=("surgical",),
+                             generator=torch.Generator().manual_seed(3),
+                             geometry=student_geometry_theta(views))
+        on_chip = mask_batch(plain_chips, 1.0, styles=("surgical",),
+                             generator=torch.Generator().manual_seed(3),
+                             geometry=chip_geometry_theta(views, chips))
+        assert on_chip.shape == plain_chips.shape
+        for i in range(len(faces)):
+            crop_masked = (on_crop[i] - crops[i]).abs().sum(0) > 30
+            chip_masked = ((on_chip[i] - plain_chips[i]).abs().sum(0) > 30).flatten()
+            # Each chip pixel in the view's template coordinates = the crop's pixel there.
+            x, y = (chips[i] @ chip_pixels).round().long()
+            inside = (x >= 2) & (x < 110) & (y >= 2) & (y < 110)
+            on_both = crop_masked[y[inside], x[inside]], chip_masked[inside]
+            iou = (on_both[0] & on_both[1]).sum() / (on_both[0] | on_both[1]).sum()
+            assert iou >= 0.95, (i, flip, float(iou))
+            assert on_both[1].float().mean() > 0.1  # the mask is there at all

@@ -19,7 +19,8 @@ from fmr.cards import read_card
 from fmr.verify import FAMILIES, Embedder
 from fmr.verify.lookup import DISPLAY_NAMES, available_backbones, dlib_card_path, missing_reason
 
-FAMILY_TITLES = {"iresnet": "IResNet", "ressanet": "ResSaNet", "dlib": "dlib reference"}
+FAMILY_TITLES = {"iresnet": "IResNet", "ressanet": "ResSaNet", "dlib": "dlib reference",
+                 "dlib-mask": "dlib-mask (dlib fine-tuned for masks)"}
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ def _read_card(family: str, path: str | None) -> dict:
 
 
 def backbone_inventory() -> list[BackboneInfo]:
-    """Every family fmr knows (IResNet, ResSaNet, dlib), found or not, in that order."""
+    """Every family fmr knows (IResNet, ResSaNet, dlib, dlib-mask), found or not, in that
+    order."""
     found = available_backbones()
     return [
         BackboneInfo(
@@ -109,7 +111,7 @@ def _warm_up(embedders: list[Embedder]) -> None:
     detect_faces(np.full((96, 96, 3), 127, np.uint8))
     shape_predictor(68)
     for embedder in embedders:
-        if embedder.family != "dlib":
+        if embedder.reads_aligned_crops:
             embedder.embed_aligned(np.full((1, 112, 112, 3), 127, np.uint8))
 
 

@@ -258,6 +258,17 @@ def prepare_face(photo: PhotoInput, face_index: int = 0, mask: MaskChoice | None
                             face_index=face_index)
 
 
+def mask_caption(prepared: PreparedFace) -> str | None:
+    """"wears a mask: 97%" under a face (the mask detector's probability; "synthetic mask"
+    added when fmr drew one), or None when no mask detector is shipped."""
+    if prepared.mask_probability is None:
+        return None
+    text = f"wears a mask: {prepared.mask_probability * 100:.0f}%"
+    if prepared.mask is not None:
+        text += f" (a synthetic {prepared.mask.get('style', '')} mask was drawn)"
+    return text
+
+
 def _face_key(photo: PhotoInput, prepared: PreparedFace, mask: MaskChoice | None,
               side: int) -> tuple:
     """What a prepared face depends on: the photo, the face, and the mask with its side (each

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-BACKBONE_FAMILIES = ("iresnet", "ressanet", "dlib")
+BACKBONE_FAMILIES = ("iresnet", "ressanet", "dlib", "dlib-mask")
 # The same names as fmr.faces.MULTI_FACE_POLICIES (not imported here: it pulls in OpenCV).
 MULTI_FACE_POLICIES = ("main", "largest", "center", "require-one")
 # What each policy does, for --help (fmr.faces.policy.select_face has the rule).

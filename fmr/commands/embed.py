@@ -15,6 +15,8 @@ embed it (flip-averaged, L2-normalised) and write FILE.npz with:
   embeddings  (N, D) float32, unit norm; all zeros where the image failed
   ok          (N,) bool
   reason      (N,) why an image failed ('' when ok)
+  mask_probability  (N,) float32, the mask detector's probability that the face wears a mask
+              (>= 0.5: fmr counts it as masked); NaN where the image failed
   backbone, checkpoint: which model made them
 and FILE.manifest.csv (input, output, status, reason, row) as every batch command does.
 Folders are searched recursively. A failed image does not stop the run; the command exits 0
@@ -54,18 +56,24 @@ def _embed_aligned(items, embedder, progress: bool):
 
     from fmr.errors import FmrError
     from fmr.faces.io import load_image
+    from fmr.verify.mask_detector import load_mask_detector
 
     size = embedder.embedding_size
     embeddings = np.zeros((len(items), size), np.float32)
     ok = np.zeros(len(items), dtype=bool)
+    probability = np.full(len(items), np.nan, np.float32)
     reasons = [""] * len(items)
-    batch: list[tuple[int, np.ndarray]] = []
+    batch: list[tuple[int, np.ndarray, np.ndarray]] = []
+    detector = load_mask_detector()
 
     def flush() -> None:
         if batch:
-            vectors = embedder.embed_aligned(np.stack([crop for _, crop in batch]))
-            for (index, _), vector in zip(batch, vectors, strict=True):
+            vectors = embedder.embed_aligned(np.stack([crop for _, crop, _ in batch]))
+            for (index, _, _), vector in zip(batch, vectors, strict=True):
                 embeddings[index], ok[index] = vector, True
+            if detector is not None:  # on the crop as given, at the template's 112x112
+                rows = [index for index, _, _ in batch]
+                probability[rows] = detector.probabilities(np.stack([m for _, _, m in batch]))
             batch.clear()
 
     import cv2
@@ -86,13 +94,16 @@ def _embed_aligned(items, embedder, progress: bool):
             reasons[index] = str(exc)
             continue
         side = getattr(embedder, "input_size", 112)
+        square = crop
+        if crop.shape[:2] != (112, 112):
+            square = cv2.resize(crop, (112, 112), interpolation=cv2.INTER_AREA)
         if crop.shape[:2] != (side, side):
             crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA)
-        batch.append((index, crop))
+        batch.append((index, crop, square))
         if len(batch) == 64:
             flush()
     flush()
-    return embeddings, ok, reasons
+    return embeddings, ok, reasons, probability
 
 
 def _write_manifest(path, items, ok, reasons, npz_name: str) -> None:
@@ -131,10 +142,11 @@ def run(args: argparse.Namespace) -> int:
     embedder = load_backbone(spec)
     with contextlib.redirect_stdout(sys.stderr):
         if args.aligned:
-            # dlib refuses aligned crops with a FaceError: a usage error, before any work.
-            if embedder.family == "dlib":
+            # dlib's networks refuse aligned crops with a FaceError: a usage error, first.
+            if not embedder.reads_aligned_crops:
                 embedder.embed_aligned(np.zeros((0, 112, 112, 3), np.uint8))
-            embeddings, ok, reasons = _embed_aligned(items, embedder, not args.quiet)
+            embeddings, ok, reasons, probability = _embed_aligned(items, embedder,
+                                                                  not args.quiet)
         else:
             source = "dlib" if embedder.family == "dlib" else str(embedder.path)
             table = embed_images(
@@ -148,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
                 names=[item.given for item in items],
             )[source]
             embeddings, ok, reasons = table.embeddings, table.ok, table.reasons
+            probability = table.mask_probability
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(out, lambda temporary: np.savez(
         temporary,
@@ -157,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         ok=np.asarray(ok, dtype=bool),
         reason=np.array(reasons, dtype=str),
+        mask_probability=np.asarray(probability, dtype=np.float32).reshape(len(items)),
         backbone=np.array(embedder.family),
         checkpoint=np.array(str(embedder.path)),
     ))
@@ -168,4 +182,15 @@ def run(args: argparse.Namespace) -> int:
         f"{embedder.name} ({embedder.embedding_size}-d) embeddings in {out}; manifest: {manifest}",
         file=sys.stderr,
     )
+    from fmr.verify.mask_detector import MASK_PROBABILITY_THRESHOLD, mask_detector_path
+
+    probability = np.asarray(probability, dtype=np.float32)
+    measured = np.isfinite(probability)
+    if measured.any():
+        masked = int((probability[measured] >= MASK_PROBABILITY_THRESHOLD).sum())
+        print(f"fmr embed: {masked} of {int(measured.sum())} faces wear a mask (mask_probability "
+              f">= {MASK_PROBABILITY_THRESHOLD})", file=sys.stderr)
+    elif failed < len(items):
+        print(f"fmr embed: no mask detector at {mask_detector_path()}: mask_probability is NaN",
+              file=sys.stderr)
     return 0

@@ -15,7 +15,8 @@ optional teacher descriptors).
 
 presets:
   shared    the shared data (../shared/data or FMR_DATA_DIR, or the SOURCE you give): training
-            identities = CelebA subset people + LFW people not in pair folds 6-10, minus the
+            identities = CelebA subset people + LFW people not in pair folds 6-10 + the extra
+            CelebA people of celeba_extra/ (where the data folder has it), minus the
             validation identities; validation pairs from those identities. LFW folds 6-10 never
             enter the pack. Crops are JPEG at the highest quality that fits --max-mib (32 MiB).
   original  the recipe of the project fmr grew from, on SOURCE = one sub-folder per identity:
@@ -32,6 +33,7 @@ The same --seed gives the same pack, whatever --workers.
 
 examples:
   fmr prepare --preset shared --teacher dlib --workers 2 --out data/shared-pack
+  fmr prepare --preset shared --canvases --max-mib 300 --workers 2 --out data/canvas-pack
   fmr prepare ~/photos --preset original --min-masked 5 --out data/my-pack
   python scripts/training_side_folder.py --min-photos 10 --out data/training-side
   fmr prepare data/training-side --preset original --workers 2 --out data/original-pack
@@ -92,9 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the shared data folder)")
     parser.add_argument(
         "--canvases", action="store_true",
-        help="shared: also store each training face on a wider, sharper canvas with dlib's chip "
-        "geometry (canvas.rec, chips.npy; about 150 MB), for `train.py --distill-targets "
-        "consistent`, whose teacher sees the student's own augmented view")
+        help="shared: also store each face (training and validation) on a wider, sharper "
+        "canvas with dlib's chip geometry (canvas.rec, chips.npy, val_canvas.rec, "
+        "val_chips.npy; about 300 MB for all the shared data), for `train.py mask-finetune` "
+        "and `train.py --distill-targets consistent`, whose teacher sees the student's own "
+        "augmented view; one-photo people stay as unlabelled images")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -17,6 +17,11 @@ evaluation data) and a verdict: same, different, or inconclusive when both answe
 be wrong at this score. "How sure" is the share of validation pairs that would make the
 verdict wrong at this score.
 
+Each face also gets the mask detector's probability that it wears a mask ("wears a mask:
+97%"; mask_probability in --json). When either face is found masked (>= 0.5) or wears a
+synthetic mask (--mask-a/--mask-b), the masked calibration decides, and each result says
+which calibration it used and why (calibration, calibration_reason).
+
 --backbone names a model family: iresnet and ressanet (the shipped checkpoints, or the newest
 trained ones under runs/), dlib (dlib's ResNet reference), or all (every family available;
 the default). --checkpoint FILE uses any checkpoint instead.
@@ -72,7 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _face_line(label: str, side: dict) -> str:
     box = side["face"]["box"]
     width, height = side["size"]
-    mask = f", masked: {side['mask'].get('style')}" if side.get("mask") else ""
+    mask = f", synthetic mask: {side['mask'].get('style')}" if side.get("mask") else ""
+    if side.get("mask_probability") is not None:
+        mask += f", wears a mask: {side['mask_probability'] * 100:.0f}%"
     ignored = side.get("unlikely_ignored", 0)
     ignored = f" ({ignored} unlikely detection(s) ignored)" if ignored else ""
     return (
@@ -100,6 +107,9 @@ def format_result(result: dict) -> str:
                 numbers += f", inconclusive from {low:.3f}"
         lines.append(numbers)
         lines.append(f"  how sure: {r['explanation']}")
+        if r.get("calibration_reason"):
+            lines.append(f"  calibration: {r.get('calibration', 'unmasked')}, because "
+                         f"{r['calibration_reason']}")
     for m in result.get("missing", []):
         lines.append(f"not compared with {m['backbone']}: {m['reason']}")
     return "\n".join(lines)

@@ -15,6 +15,8 @@ A pack is a folder (written by `fmr prepare`, read by `train.py --data`):
   template with a 24-pixel margin at 1.5x, 240x240 JPEG) and the (N, 2, 3) float32 map from
   dlib's 150x150 chip pixels to template coordinates: what an online teacher needs to see the
   same augmented view as the student.
+- `val_canvas.rec` + `val_canvas.idx`, `val_chips.npy` (with `--canvases`): the same for the
+  validation images, for networks that read dlib's chip (`train.py mask-finetune`).
 - `val.rec` + `val.idx`: validation crops, same layout; labels index `meta.json`'s
   `validation_identities`. In an `original`-preset pack these are held-out photos of the
   pack's own classes (`held_out_classes` maps them to class ids, for closed-set accuracy).
@@ -48,6 +50,8 @@ VAL_REC = "val.rec"
 TEACHER_FILE = "teacher.npy"
 CANVAS_REC = "canvas.rec"
 CHIPS_FILE = "chips.npy"
+VAL_CANVAS_REC = "val_canvas.rec"
+VAL_CHIPS_FILE = "val_chips.npy"
 VAL_PAIRS_FILE = "val_pairs.txt"
 CROP_SIZE = 112
 
@@ -207,11 +211,13 @@ class Canvases:
         return decode_crop(self.records.payload(int(i)), f"canvas {i}", self.size)
 
 
-def read_canvases(path: str | os.PathLike, num_images: int, size: int) -> Canvases | None:
-    """The pack's canvases (`size` pixels a side, from meta.json), or None when it was prepared
-    without them."""
+def read_canvases(path: str | os.PathLike, num_images: int, size: int,
+                  validation: bool = False) -> Canvases | None:
+    """The pack's canvases (`size` pixels a side, from meta.json) of its training images, or of
+    its validation images with `validation`; None when it was prepared without them."""
     folder = Path(path)
-    rec, chips_file = folder / CANVAS_REC, folder / CHIPS_FILE
+    rec, chips_file = ((folder / VAL_CANVAS_REC, folder / VAL_CHIPS_FILE) if validation
+                       else (folder / CANVAS_REC, folder / CHIPS_FILE))
     if not rec.is_file():
         return None
     if not chips_file.is_file():
@@ -221,7 +227,7 @@ def read_canvases(path: str | os.PathLike, num_images: int, size: int) -> Canvas
     if len(records.keys) != num_images or chips.shape != (num_images, 2, 3):
         raise DataError(
             f"{rec}: {len(records.keys)} canvases and chips {chips.shape} for {num_images} "
-            "training images; run `fmr prepare --canvases` again"
+            "images; run `fmr prepare --canvases` again"
         )
     return Canvases(records, chips.astype(np.float32), int(size))
 

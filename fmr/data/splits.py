@@ -4,7 +4,9 @@
 - validation: `VALIDATION_IDENTITIES` CelebA identities (chosen with the seed), with all their
   same-person pairs and as many different-person pairs. Thresholds, checkpoint selection and
   tuning use only this.
-- training: every other CelebA identity, and every LFW person not in folds 6-10.
+- training: every other CelebA identity, every LFW person not in folds 6-10, and the extra
+  CelebA people of `celeba_extra/` where the data folder has it (5,262 people, aligned CelebA
+  photos at half resolution; their identity numbers are not those of `celeba299/`).
 
 The data folder layout is described in ../shared/data/README.md (`FMR_DATA_DIR` overrides it).
 """
@@ -21,6 +23,7 @@ from fmr.errors import DataError
 
 EVAL_FOLDS = (6, 7, 8, 9, 10)
 VALIDATION_IDENTITIES = 40
+EXTRA_CELEBA = Path("celeba_extra") / "images"  # optional: more training-side CelebA people
 SPLIT_SEED = 0
 
 
@@ -45,7 +48,9 @@ def shared_split(
     validation_identities: int = VALIDATION_IDENTITIES,
     seed: int = SPLIT_SEED,
 ) -> SharedSplit:
-    """Build the split from `data_root` (holding `lfw/` and `celeba299/`). Deterministic."""
+    """Build the split from `data_root` (holding `lfw/`, `celeba299/` and optionally
+    `celeba_extra/`). Deterministic; the validation identities come from `celeba299/` only, so
+    adding `celeba_extra/` changes no validation or evaluation split."""
     root = Path(data_root)
     lfw_images, pairs_file = root / "lfw" / "images", root / "lfw" / "pairs.txt"
     celeba_images = root / "celeba299" / "images"
@@ -66,6 +71,10 @@ def shared_split(
     for person in sorted(d.name for d in lfw_images.iterdir() if d.is_dir()):
         if person not in eval_people:
             split.train[f"lfw/{person}"] = _images(lfw_images / person)
+    extra_images = root / EXTRA_CELEBA
+    if extra_images.is_dir():
+        for identity in sorted(d.name for d in extra_images.iterdir() if d.is_dir()):
+            split.train[f"celeba_extra/{identity}"] = _images(extra_images / identity)
     split.validation_pairs = validation_pairs(split.validation, seed=seed)
     return split
 
@@ -148,10 +157,11 @@ def training_side_identities(
 ) -> dict[str, list[Path]]:
     """Training-side people of the shared data with at least `min_photos` photos each.
 
-    Keys are folder names: `celeba-<id>` (CelebA subset identities) and `lfw-<Name>` (LFW
-    people not in pair folds 6-10). The validation identities of `shared_split` stay out
-    unless `include_validation` (keeping them out keeps `fmr eval --calibrate`, which
-    calibrates on them, honest for models trained on this). Values: the photo paths, sorted.
+    Keys are folder names: `celeba-<id>` (CelebA subset identities), `celeba_extra-<id>` (the
+    extra CelebA people) and `lfw-<Name>` (LFW people not in pair folds 6-10). The validation
+    identities of `shared_split` stay out unless `include_validation` (keeping them out keeps
+    `fmr eval --calibrate`, which calibrates on them, honest for models trained on this).
+    Values: the photo paths, sorted.
     """
     split = shared_split(data_root, seed=seed)
     identities = dict(split.train)

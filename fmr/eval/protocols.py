@@ -171,13 +171,16 @@ class EmbeddingTable:
     """Embeddings of a list of images for one backbone and condition.
 
     embeddings: (N, D) float32 unit norm (zeros where failed); ok: (N,) bool; reasons: (N,) str
-    (empty when ok); masks: (N,) str, the mask style drawn ('' when unmasked or failed).
+    (empty when ok); masks: (N,) str, the mask style drawn ('' when unmasked or failed);
+    mask_probability: (N,) float32, the mask detector's probability that each face wears a
+    mask (NaN where the image failed or it was not measured), or None.
     """
 
     embeddings: np.ndarray
     ok: np.ndarray
     reasons: list[str]
     masks: list[str] = field(default_factory=list)
+    mask_probability: np.ndarray | None = None
 
     def failures(self, paths: Sequence[Path]) -> list[dict]:
         """The images that failed, with the reason (rows never embedded are not failures)."""
@@ -196,7 +199,11 @@ class EmbeddingTable:
         embeddings[rows], ok[rows] = self.embeddings, self.ok
         for row, reason, mask in zip(rows, self.reasons, self.masks, strict=True):
             reasons[row], masks[row] = reason, mask
-        return EmbeddingTable(embeddings, ok, reasons, masks)
+        probability = None
+        if self.mask_probability is not None:
+            probability = np.full(size, np.nan, np.float32)
+            probability[rows] = self.mask_probability
+        return EmbeddingTable(embeddings, ok, reasons, masks, probability)
 
 
 # --------------------------------------------------------------------------------------------

@@ -69,6 +69,9 @@ class Face:
 # MTCNN's stage thresholds and pyramid factor (Zhang et al. 2016; facenet-pytorch's defaults).
 MTCNN_THRESHOLDS = (0.6, 0.7, 0.7)
 MTCNN_FACTOR = 0.709
+# The thresholds of a second try when the first finds nothing (`detect_faces`): a mask hides
+# the nose and mouth MTCNN looks for, so a masked face scores lower at every stage.
+MTCNN_RETRY_THRESHOLDS = (0.4, 0.5, 0.6)
 
 
 @functools.lru_cache(maxsize=1)
@@ -229,9 +232,10 @@ def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
 
 
 def _mtcnn_detect(
-    image: np.ndarray, min_face_size: int
+    image: np.ndarray, min_face_size: int, thresholds: tuple[float, float, float] = MTCNN_THRESHOLDS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """MTCNN's three stages on an RGB uint8 image: boxes (N, 4), scores (N,), points (N, 5, 2).
+    thresholds: the face probability each stage needs (P-, R-, O-Net).
 
     The same algorithm and weights as facenet-pytorch's `MTCNN.detect` (boxes agree to a pixel
     or so: the pyramid uses OpenCV's area resampling), about three times faster on one core.
@@ -259,7 +263,7 @@ def _mtcnn_detect(
             )
             offsets, prob = _pnet(_to_net_input(level[None]), weights["pnet"])
             prob, offsets = prob[0].numpy(), offsets[0].numpy()
-            rows, cols = np.nonzero(prob >= MTCNN_THRESHOLDS[0])
+            rows, cols = np.nonzero(prob >= thresholds[0])
             if rows.size == 0:
                 continue
             cells = np.stack([cols, rows], axis=1).astype(np.float32)
@@ -297,7 +301,7 @@ def _mtcnn_detect(
             return empty
         offsets, prob = _rnet(_to_net_input(crops), weights["rnet"])
         offsets, prob = offsets.numpy(), prob.numpy()
-        keep = prob > MTCNN_THRESHOLDS[1]
+        keep = prob > thresholds[1]
         boxes, offsets = boxes[keep], offsets[keep]
         boxes[:, 4] = prob[keep]
         pick = _nms(boxes[:, :4], boxes[:, 4], 0.7)
@@ -312,7 +316,7 @@ def _mtcnn_detect(
             return empty
         offsets, points, prob = _onet(_to_net_input(crops), weights["onet"])
         offsets, points, prob = offsets.numpy(), points.numpy(), prob.numpy()
-    keep = prob > MTCNN_THRESHOLDS[2]
+    keep = prob > thresholds[2]
     boxes, offsets, points = boxes[keep], offsets[keep], points[keep]
     boxes[:, 4] = prob[keep]
     w = boxes[:, 2:3] - boxes[:, 0:1] + 1
@@ -327,7 +331,8 @@ def _mtcnn_detect(
     return boxes[:, :4].astype(np.float32), scores, points.astype(np.float32)
 
 
-def _run_mtcnn(image: np.ndarray, min_face_size: int) -> list[Face]:
+def _run_mtcnn(image: np.ndarray, min_face_size: int,
+               thresholds: tuple[float, float, float] = MTCNN_THRESHOLDS) -> list[Face]:
     height, width = image.shape[:2]
     scale = min(1.0, DETECT_MAX_SIDE / max(height, width))
     small = image
@@ -335,7 +340,7 @@ def _run_mtcnn(image: np.ndarray, min_face_size: int) -> list[Face]:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     detector_min = max(12, round(min_face_size * scale))
-    boxes, scores, points = _mtcnn_detect(small, detector_min)
+    boxes, scores, points = _mtcnn_detect(small, detector_min, thresholds)
     boxes, points = boxes / scale, points / scale
     faces = [Face(b, float(s), p) for b, s, p in zip(boxes, scores, points, strict=True)]
     return sorted(faces, key=lambda f: f.area, reverse=True)
@@ -355,17 +360,36 @@ def template_face(image: np.ndarray) -> Face:
     return Face(box, float("nan"), points.astype(np.float32), source="template")
 
 
-def detect_faces(image: np.ndarray, *, min_face_size: int = 20) -> list[Face]:
+def detect_faces(image: np.ndarray, *, min_face_size: int = 20,
+                 retry: bool = True) -> list[Face]:
     """Find every face in an RGB uint8 image, largest first.
 
     MTCNN runs on a copy whose longer side is at most 1280 px. When nothing is found, the image
-    is padded (tight crops need context) and searched again; an aligned crop (112x112 or 112x96)
-    where MTCNN still sees nothing yields its template face (`source == "template"`), so aligned
-    data never fails. `min_face_size` is the smallest face looked for, in pixels of `image`.
+    is padded (tight crops need context) and searched again; then (retry=True, and not an
+    aligned crop's size) both are searched once more with the lower thresholds
+    `MTCNN_RETRY_THRESHOLDS`, which find masked faces the first pass misses (about half of
+    them: docs/benchmarks.md); an aligned crop (112x112 or 112x96) where MTCNN still sees
+    nothing yields its template face (`source == "template"`), so aligned data never fails.
+    `min_face_size` is the smallest face looked for, in pixels of `image`.
     """
-    faces = _run_mtcnn(image, min_face_size)
-    if faces:
-        return faces
+    passes = [MTCNN_THRESHOLDS]
+    # Not on an aligned crop: its template face is exact, a weak detection would not be.
+    if retry and MTCNN_RETRY_THRESHOLDS != MTCNN_THRESHOLDS and not is_aligned_crop(image):
+        passes.append(MTCNN_RETRY_THRESHOLDS)
+    for thresholds in passes:
+        faces = _run_mtcnn(image, min_face_size, thresholds) or _run_padded(
+            image, min_face_size, thresholds)
+        if faces:
+            return faces
+    if is_aligned_crop(image):
+        return [template_face(image)]
+    return []
+
+
+def _run_padded(image: np.ndarray, min_face_size: int,
+                thresholds: tuple[float, float, float]) -> list[Face]:
+    """MTCNN on a copy of the image with a border around it (tight crops need context), faces
+    mapped back to the image's pixels."""
     height, width = image.shape[:2]
     # Pad a copy no larger than MTCNN looks at anyway (DETECT_MAX_SIDE): padding the photo itself
     # would allocate 2.6 times its size, gigabytes for a 40-megapixel panorama without a face.
@@ -376,13 +400,9 @@ def detect_faces(image: np.ndarray, *, min_face_size: int = 20) -> list[Face]:
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     pad = round(CROP_PAD_FRACTION * max(small.shape[:2]))
     padded = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-    faces = _run_mtcnn(padded, max(1, round(min_face_size * scale)))
-    if faces:
-        shift = np.float32(pad)
-        return [
-            Face((f.box - shift) / scale, f.score, (f.landmarks - shift) / scale, f.source)
-            for f in faces
-        ]
-    if is_aligned_crop(image):
-        return [template_face(image)]
-    return []
+    faces = _run_mtcnn(padded, max(1, round(min_face_size * scale)), thresholds)
+    shift = np.float32(pad)
+    return [
+        Face((f.box - shift) / scale, f.score, (f.landmarks - shift) / scale, f.source)
+        for f in faces
+    ]

@@ -121,6 +121,28 @@ def _choice(probabilities: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
     return index.clamp(max=probabilities.shape[1] - 1)
 
 
+def _key_patches(x: torch.Tensor, theta: torch.Tensor | None, half: int = 2) -> torch.Tensor:
+    """(M, 3, K * (2 * half + 1) ** 2) pixels of float images `x` (M, 3, H, W) around the face's
+    key points (`KEY_POINTS`): on the aligned crop where `theta` is None, else where `theta`
+    ((M, 2, 3), image normalised coordinates -> the aligned crop's) puts them."""
+    m, _, height, width = x.shape
+    points = torch.from_numpy(TEMPLATE_LANDMARKS68[list(KEY_POINTS)]).float().to(x.device)
+    points = points.expand(m, -1, -1)  # template pixels (M, K, 2)
+    if theta is not None:  # template pixels -> layer normalised -> image normalised -> pixels
+        size = torch.tensor([width, height], dtype=torch.float32, device=x.device)
+        normal = (2 * points + 1) / TEMPLATE_SIZE - 1
+        linear, shift = theta[:, :, :2].float(), theta[:, :, 2:].float()
+        normal = torch.linalg.solve(linear, (normal.transpose(1, 2) - shift)).transpose(1, 2)
+        points = ((normal + 1) * size - 1) / 2
+    points = points.round().long()
+    offsets = torch.arange(-half, half + 1, device=x.device)
+    xs = (points[..., 0, None, None] + offsets[None, :]).clamp(0, width - 1)  # (M, K, 1, P)
+    ys = (points[..., 1, None, None] + offsets[:, None]).clamp(0, height - 1)  # (M, K, P, 1)
+    rows = torch.arange(m, device=x.device).view(m, 1, 1, 1)
+    picked = x.permute(0, 2, 3, 1)[rows, ys, xs]  # (M, K, P, P, 3)
+    return picked.reshape(m, -1, 3).transpose(1, 2)
+
+
 def mask_batch(
     images: torch.Tensor,
     prob: float,
@@ -130,21 +152,28 @@ def mask_batch(
 ) -> torch.Tensor:
     """Synthetic masks on a batch of aligned crops, each sample with probability `prob`.
 
-    images: (N, 3, 112, 112) uint8, or float in [0, 255], RGB, on any device. styles: the mask
-    styles to draw from (uniformly); default TRAIN_STYLES. generator: a torch.Generator (on any
-    device) for repeatable draws. geometry: optional (N, 2, 3) `affine_grid` matrices taking
-    each image's normalised coordinates to the aligned crop's, for crops that were rotated,
-    zoomed or shifted after alignment (`fmr.train.views.student_geometry_theta`): the mask then
-    follows the face. Returns a new tensor of the same dtype, shape and device.
+    images: (N, 3, 112, 112) uint8, or float in [0, 255], RGB, on any device; with `geometry`,
+    any (N, 3, H, W) (dlib's 150x150 chips, say). styles: the mask styles to draw from
+    (uniformly); default TRAIN_STYLES. generator: a torch.Generator (on any device) for
+    repeatable draws. geometry: optional (N, 2, 3) `affine_grid` matrices taking each image's
+    normalised coordinates to the 112x112 aligned crop's, for crops that were rotated, zoomed,
+    shifted or cut another way after alignment (`fmr.train.views.student_geometry_theta`,
+    `fmr.train.views.chip_geometry_theta`): the mask then follows the face, and the colours it
+    is lit and guarded against are read where the face's key points fall in each image.
+    Returns a new tensor of the same dtype, shape and device.
     """
-    if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (112, 112):
+    if images.ndim != 4 or images.shape[1] != 3 or (
+        geometry is None and tuple(images.shape[2:]) != (TEMPLATE_SIZE, TEMPLATE_SIZE)
+    ):
         raise ValueError(
-            f"mask_batch expects (N, 3, 112, 112) aligned crops, got {tuple(images.shape)}"
+            "mask_batch expects (N, 3, 112, 112) aligned crops (or any size with a geometry), "
+            f"got {tuple(images.shape)}"
         )
     styles = tuple(canonical_style(s) for s in styles)
     if not styles:
         raise ValueError("mask_batch needs at least one style")
     device, n = images.device, images.shape[0]
+    height, width = int(images.shape[2]), int(images.shape[3])
     out = images.clone()
     chosen = torch.nonzero(_rand((n,), generator, device) < prob).flatten()
     m = int(chosen.numel())
@@ -168,11 +197,12 @@ def mask_batch(
     theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle) / scale, torch.cos(angle) / scale
     theta[:, 0, 2] = r[:, 2] * JITTER_SHIFT * 2 / 112
     theta[:, 1, 2] = r[:, 3] * JITTER_SHIFT * 2 / 112
+    g = None  # where the face's key points are: on the aligned crop, or through `geometry`
     if geometry is not None:  # jitter o geometry: the view's pixel -> aligned crop -> layer
         g = geometry[chosen].to(device=device, dtype=theta.dtype)
         theta = torch.cat([theta[:, :, :2] @ g[:, :, :2],
                            theta[:, :, :2] @ g[:, :, 2:] + theta[:, :, 2:]], dim=2)
-    grid = F.affine_grid(theta, list(layers.shape), align_corners=False)
+    grid = F.affine_grid(theta, [m, layers.shape[1], height, width], align_corners=False)
     layers = F.grid_sample(layers, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     alpha, u, v, shade = layers[:, 0], layers[:, 1], layers[:, 2], layers[:, 3]
     over_rgb, over_alpha = layers[:, 4:7], layers[:, 7]
@@ -195,16 +225,16 @@ def mask_batch(
     lum = shading.luminance(x.movedim(1, -1))
     small = F.avg_pool2d(lum[:, None], 4).flatten(1)
     gain = shading.photo_gain(torch.quantile(small, 0.995, dim=1), x.mean(dim=(2, 3)) + 1.0)
-    blurred = F.interpolate(F.avg_pool2d(lum[:, None], 16), size=(112, 112), mode="bilinear",
-                            align_corners=False)[:, 0]
+    pool = max(1, round(16 * min(height, width) / TEMPLATE_SIZE))  # 16 px of a 112 crop
+    blurred = F.interpolate(F.avg_pool2d(lum[:, None], pool), size=(height, width),
+                            mode="bilinear", align_corners=False)[:, 0]
     body = (alpha > 0.5).float()
     level = (blurred * body).sum((1, 2)) / body.sum((1, 2)).clamp(min=1) + 1.0
     light = shading.face_light(blurred, level)
 
     skin = (x * body[:, None]).sum((2, 3)) / body.sum((1, 2)).clamp(min=1)[:, None]
-    points = torch.from_numpy(TEMPLATE_LANDMARKS68[list(KEY_POINTS)]).round().long()
-    patches = [x[:, :, py - 2 : py + 3, px - 2 : px + 3].flatten(2) for px, py in points.tolist()]
-    references = torch.cat([skin[:, :, None], *patches], dim=2).transpose(1, 2)  # (M, R, 3)
+    patches = _key_patches(x, g)
+    references = torch.cat([skin[:, :, None], patches], dim=2).transpose(1, 2)  # (M, R, 3)
     base = shading.guard_contrast(base, references, gain)
     secondary = shading.guard_contrast(secondary, references, gain)
 

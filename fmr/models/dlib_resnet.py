@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+ARCHITECTURE = "dlib_resnet_v1"  # the model card's name for this network (fmr.modelfile)
 INPUT_SIZE = 150
 EMBEDDING_SIZE = 128
 CHANNEL_MEANS = (122.782, 117.001, 104.298)  # RGB, dlib's input_rgb_image defaults

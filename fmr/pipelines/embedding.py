@@ -5,7 +5,8 @@ app's score files.
   synthetic mask with a fixed seed per image, `fmr.eval.protocols.Condition`), cached under the
   output folder so re-runs and other conditions reuse them; each image goes through the verify
   pipeline once (`fmr.verify.pipeline.prepare_face`: load, detect, mask) for all backbones, in
-  worker processes when asked.
+  worker processes when asked. Each face's mask probability (`fmr.verify.mask_detector`) comes
+  with its embedding (`EmbeddingTable.mask_probability`; `fmr embed` writes it).
 - `validation_scores`: genuine and impostor scores on the shared split's validation identities
   (what thresholds are calibrated on).
 """
@@ -88,8 +89,11 @@ def _init_worker(
     )
 
 
-def _embed_one(task: tuple[Path, Sequence[str], str]) -> tuple[dict[str, np.ndarray], str, str]:
-    """(embeddings per spec, failure reason or '', mask style drawn or '') for one image."""
+def _embed_one(
+    task: tuple[Path, Sequence[str], str],
+) -> tuple[dict[str, np.ndarray], str, str, float]:
+    """(embeddings per spec, failure reason or '', mask style drawn or '', the face's mask
+    probability or NaN) for one image."""
     path, specs, label = task
     condition: Condition = _worker["condition"]
     try:
@@ -105,30 +109,40 @@ def _embed_one(task: tuple[Path, Sequence[str], str]) -> tuple[dict[str, np.ndar
                                 mask_renderer=condition.renderer, seed=rng)
         vectors = {spec: _worker["embedders"][spec].embed_face(prepared.image, prepared.face)
                    for spec in specs}
-        return vectors, "", style
+        probability = (np.nan if prepared.mask_probability is None
+                       else float(prepared.mask_probability))
+        return vectors, "", style, probability
     except FmrError as exc:
-        return {}, str(exc), ""
+        return {}, str(exc), "", np.nan
     except Exception as exc:  # one broken image must not stop an evaluation of thousands
-        return {}, f"{label}: unexpected error {type(exc).__name__}: {exc}", ""
+        return {}, f"{label}: unexpected error {type(exc).__name__}: {exc}", "", np.nan
 
 
 def _cache_file(cache_dir: Path, spec: str, condition: Condition, policy: str) -> Path:
     return cache_dir / embedder_key(spec) / f"{condition.key}-{policy}.npz"
 
 
-def _load_cache(file: Path) -> dict[str, tuple[np.ndarray, bool, str, str]]:
+# A cache entry: (embedding, ok, failure reason, mask style drawn, mask probability or NaN).
+Entry = tuple[np.ndarray, bool, str, str, float]
+
+
+def _load_cache(file: Path) -> dict[str, Entry]:
     if not file.is_file():
         return {}
     try:
         with np.load(file, allow_pickle=False) as data:
+            # Caches written before the mask detector have no probabilities: NaN, not a rerun.
+            probability = (data["mask_probability"] if "mask_probability" in data.files
+                           else np.full(len(data["paths"]), np.nan, np.float32))
             return {
-                str(p): (e, bool(o), str(r), str(m))
-                for p, e, o, r, m in zip(
+                str(p): (e, bool(o), str(r), str(m), float(q))
+                for p, e, o, r, m, q in zip(
                     data["paths"],
                     data["embeddings"],
                     data["ok"],
                     data["reason"],
                     data["mask"],
+                    probability,
                     strict=True,
                 )
             }
@@ -136,7 +150,7 @@ def _load_cache(file: Path) -> dict[str, tuple[np.ndarray, bool, str, str]]:
         return {}  # a damaged cache is recomputed, not trusted
 
 
-def _save_cache(file: Path, entries: dict[str, tuple[np.ndarray, bool, str, str]]) -> None:
+def _save_cache(file: Path, entries: dict[str, Entry]) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
     paths = sorted(entries)
     write_atomically(file, lambda temporary: np.savez(
@@ -146,6 +160,7 @@ def _save_cache(file: Path, entries: dict[str, tuple[np.ndarray, bool, str, str]
         ok=np.array([entries[p][1] for p in paths], dtype=bool),
         reason=np.array([entries[p][2] for p in paths], dtype=str),
         mask=np.array([entries[p][3] for p in paths], dtype=str),
+        mask_probability=np.array([entries[p][4] for p in paths], dtype=np.float32),
     ))
 
 
@@ -208,15 +223,16 @@ def embed_images(
             )
             results = pool.imap(_embed_one, todo, chunksize=4)
         try:
-            for count, ((path, needed, _), (vectors, reason, style)) in enumerate(
+            for count, ((path, needed, _), (vectors, reason, style, probability)) in enumerate(
                 zip(todo, results, strict=True), start=1
             ):
                 for spec in needed:
                     if reason:
                         size = _embedding_size(caches[spec], spec)
-                        caches[spec][str(path)] = (np.zeros(size, np.float32), False, reason, "")
+                        caches[spec][str(path)] = (np.zeros(size, np.float32), False, reason, "",
+                                                   np.nan)
                     else:
-                        caches[spec][str(path)] = (vectors[spec], True, "", style)
+                        caches[spec][str(path)] = (vectors[spec], True, "", style, probability)
                 bar.update(1)
                 if cache_path is not None and count % 500 == 0:  # an interrupted run keeps its work
                     for spec in needed:
@@ -237,12 +253,13 @@ def embed_images(
             ok=np.array([r[1] for r in rows], dtype=bool),
             reasons=[r[2] for r in rows],
             masks=[r[3] for r in rows],
+            mask_probability=np.array([r[4] if r[1] else np.nan for r in rows], np.float32),
         )
     return tables
 
 
 def _embedding_size(cache: dict, spec: str) -> int:
-    for vector, ok, _, _ in cache.values():
+    for vector, ok, *_ in cache.values():
         if ok:
             return int(vector.shape[0])
     if spec == "dlib":

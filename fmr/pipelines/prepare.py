@@ -49,7 +49,8 @@ DEFAULT_MAX_MIB = {"shared": 32.0, "original": None}
 CACHE_FILE = "detections.jsonl"
 DROPPED_FILE = "dropped.csv"
 PACK_FILES = ("train.rec", "train.idx", "val.rec", "val.idx", "val_pairs.txt", "teacher.npy",
-              "meta.json", DROPPED_FILE, "canvas.rec", "canvas.idx", "chips.npy")
+              "meta.json", DROPPED_FILE, "canvas.rec", "canvas.idx", "chips.npy",
+              "val_canvas.rec", "val_canvas.idx", "val_chips.npy")
 TEACHERS = ("dlib",)
 
 
@@ -576,13 +577,15 @@ def _assemble(options: PrepareOptions, plan: Plan, items, results, out: Path) ->
         if len(photos) >= 2 or options.preset == "original":
             classes.append(identity)
             labelled.extend(entries)
-        elif options.teacher and all(e.teacher is not None for e in entries):
+        elif options.canvases or (options.teacher
+                                  and all(e.teacher is not None for e in entries)):
+            # An online teacher (canvases) or a stored descriptor gives these photos a target.
             unlabelled.extend(entries)
         else:
             dropped.append({
                 "what": "identity", "name": identity, "identity": identity,
                 "reason": "a single usable photo: no same-person pair for ArcFace "
-                "(kept for distillation only with --teacher dlib)",
+                "(kept for distillation only with --teacher dlib or --canvases)",
             })
     # --max-identities 0 (shared): a validation-only pack, for `train.py --val` beside a pack
     # of another preset.
@@ -635,6 +638,10 @@ def _assemble(options: PrepareOptions, plan: Plan, items, results, out: Path) ->
         np.save(out / packs.CHIPS_FILE, np.stack([e.chip for e in train_entries]))
     if val_entries:
         packs.write_pack_images(out, "val", val_encoded, val_labels)
+        if options.canvases:  # what validates a network that reads dlib's chip
+            canvases = [_encode_jpeg(e.canvas, options.canvas_quality) for e in val_entries]
+            packs.write_pack_images(out, "val_canvas", canvases, val_labels)
+            np.save(out / packs.VAL_CHIPS_FILE, np.stack([e.chip for e in val_entries]))
 
     meta = {
         "format": packs.PACK_FORMAT,

@@ -24,6 +24,9 @@ Settings come from the defaults, then --config FILE (TOML or JSON, keys = the lo
 then the flags given here. One GPU by default; several with torchrun:
   torchrun --nproc_per_node 8 train.py --data data/ms1m --backbone iresnet100 --batch-size 128
 
+Fine-tuning dlib's network for masks against its frozen self (the dlib-mask model) is its own
+command: python train.py mask-finetune --help
+
 examples:
   python train.py --backbone iresnet50 --data data/shared-pack
   python train.py --config configs/shipped-iresnet.toml --out runs/r18
@@ -95,6 +98,12 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     from fmr.errors import FmrError
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["mask-finetune"]:  # its own way of training: fmr.train.mask_finetune
+        from fmr.train.mask_finetune import main as finetune_main
+
+        return finetune_main(argv[1:])
 
     try:
         config = config_from_args(argv)

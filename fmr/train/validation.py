@@ -125,13 +125,26 @@ class Validator:
     """Scores a backbone on a `ValidationSet` (see the module docstring)."""
 
     def __init__(self, validation: ValidationSet, policy: DevicePolicy, mask_seed: int,
-                 masks: bool = True, held_out: HeldOutClasses | None = None, report=None):
+                 masks: bool = True, held_out: HeldOutClasses | None = None, report=None, *,
+                 images: torch.Tensor | None = None, masked: torch.Tensor | None = None,
+                 embed=None, gallery_model=None):
+        """images, masked, embed: for a network that does not read the 112x112 crops (dlib's
+        150x150 chips, say): its own uint8 (N, 3, H, W) inputs of the validation faces, their
+        masked copies, and `embed(model, images)` -> unit-norm (N, E) embeddings.
+        gallery_model: a fixed network that describes the unmasked faces instead of the one
+        scored (a student that only ever sees masked faces, compared with its teacher's
+        descriptors of unmasked ones); its embeddings are made once."""
         self.validation = validation
         self.policy = policy
         device = policy.device
         crops = torch.from_numpy(validation.images).permute(0, 3, 1, 2).contiguous()
-        self.images = crops.to(device)
-        self.masked = masked_copies(crops, mask_seed).to(device) if masks else None
+        self.images = (crops if images is None else images).to(device)
+        if masked is not None:
+            self.masked = masked.to(device)
+        else:
+            self.masked = masked_copies(crops, mask_seed).to(device) if masks else None
+        self.embed = embed or (lambda model, x: embed_crops(model, x, policy))
+        self.gallery = None if gallery_model is None else self.embed(gallery_model, self.images)
         # Closed-set accuracy against the class centres: packs with a held-out split only.
         self.held_out = held_out
         self.closed_set = None
@@ -151,13 +164,16 @@ class Validator:
         return 2 * sets * len(self.images)
 
     def embeddings(self, model) -> tuple[torch.Tensor, torch.Tensor | None]:
-        unmasked = embed_crops(model, self.images, self.policy)
+        unmasked = self.gallery if self.gallery is not None else self.embed(model, self.images)
         masked = None
         if self.masked is not None:
-            masked = embed_crops(model, self.masked, self.policy)
+            masked = self.embed(model, self.masked)
         return unmasked, masked
 
-    def _metrics(self, gallery: torch.Tensor, probes: torch.Tensor, masked: bool) -> dict:
+    def pair_metrics(self, gallery: torch.Tensor, probes: torch.Tensor, masked: bool) -> dict:
+        """Accuracy on the listed pairs and TAR at FAR 1e-3 over all pairs, of gallery (N, E)
+        against probes (N, E) embeddings of the validation images (`masked`: the probes are
+        masked copies, so every probe meets every other gallery image)."""
         from fmr.metrics import all_pair_scores, kfold_accuracy, tar_at_far
 
         scores = (gallery[self.pairs[:, 0]] * probes[self.pairs[:, 1]]).sum(1).cpu().numpy()
@@ -181,10 +197,10 @@ class Validator:
         the score). The embeddings are kept for `calibration` of the same model."""
         unmasked, masked = self.last = self.embeddings(model)
         result = {"pairs": int(len(self.same)),
-                  "unmasked": self._metrics(unmasked, unmasked, masked=False)}
+                  "unmasked": self.pair_metrics(unmasked, unmasked, masked=False)}
         rates = [result["unmasked"]["tar_at_far_1e-3"]]
         if masked is not None:
-            result["masked"] = self._metrics(unmasked, masked, masked=True)
+            result["masked"] = self.pair_metrics(unmasked, masked, masked=True)
             rates.append(result["masked"]["tar_at_far_1e-3"])
         result["score"] = float(np.mean(rates))
         if self.closed_set is not None and centres is not None:

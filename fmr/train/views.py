@@ -38,7 +38,8 @@ from fmr.faces.align import CROP_CANVAS, TEMPLATE_SIZE, WIDE_CANVAS, Canvas
 from fmr.models.dlib_resnet import INPUT_SIZE as DLIB_INPUT_SIZE
 
 __all__ = ["CROP_CANVAS", "WIDE_CANVAS", "Canvas", "ViewSettings", "sample_views", "cut",
-           "render_canvases", "student_to_canvas", "chip_to_canvas", "student_geometry_theta"]
+           "render_canvases", "student_to_canvas", "chip_to_canvas", "student_geometry_theta",
+           "chip_geometry_theta", "identity_views"]
 
 CHIP_SIZE = DLIB_INPUT_SIZE  # dlib's face chip, 150x150
 TEMPLATE_CENTRE = (TEMPLATE_SIZE - 1) / 2.0
@@ -197,6 +198,16 @@ def student_geometry_theta(views: torch.Tensor, size: int = TEMPLATE_SIZE) -> to
                        compose(view_geometry(views), _scaling(n, TEMPLATE_SIZE / size, device)))
     return compose(_pixels_to_normalised(n, size, device),
                    compose(geometry, _normalised_to_pixels(n, size, device)))
+
+
+def chip_geometry_theta(views: torch.Tensor, chip_to_template: torch.Tensor) -> torch.Tensor:
+    """(N, 2, 3) `affine_grid` matrices taking dlib's chip of each view (normalised
+    coordinates) to the unaugmented aligned crop's: how a mask drawn on the aligned crop
+    (`fmr.masks.tensor.mask_batch`) must be warped to sit on the chip."""
+    n, device = len(views), views.device
+    geometry = compose(view_geometry(views), chip_to_template.to(device).float())
+    return compose(_pixels_to_normalised(n, TEMPLATE_SIZE, device),
+                   compose(geometry, _normalised_to_pixels(n, CHIP_SIZE, device)))
 
 
 # ---------------------------------------------------------------------------------------------

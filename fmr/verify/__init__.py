@@ -7,6 +7,10 @@
     comparison = compare(emb_a, emb_b, embedder)
     comparison.verdict, comparison.similarity, comparison.far_at_score
 
+Each prepared face carries the mask detector's `mask_probability`
+(`fmr.verify.mask_detector`); a pair with a face found masked (>= `MASK_PROBABILITY_THRESHOLD`)
+or a synthetic mask is compared with the masked calibration (`mask_decision`).
+
 `available_backbones()` says which families have a checkpoint (cheap: reads model cards only).
 """
 
@@ -18,19 +22,31 @@ from fmr.verify.lookup import (
     find_checkpoint,
     missing_reason,
 )
+from fmr.verify.mask_detector import (
+    MASK_PROBABILITY_THRESHOLD,
+    MaskDecision,
+    MaskDetector,
+    load_mask_detector,
+    mask_decision,
+)
 from fmr.verify.pipeline import PreparedFace, prepare_face, resolve_backbones, verify_pair
 
 __all__ = [
     "FAMILIES",
+    "MASK_PROBABILITY_THRESHOLD",
     "Comparison",
     "DlibEmbedder",
     "Embedder",
+    "MaskDecision",
+    "MaskDetector",
     "PreparedFace",
     "TorchEmbedder",
     "available_backbones",
     "compare",
     "find_checkpoint",
     "load_backbone",
+    "load_mask_detector",
+    "mask_decision",
     "missing_reason",
     "prepare_face",
     "resolve_backbones",

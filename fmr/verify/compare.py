@@ -22,7 +22,8 @@ class Comparison:
     same-person validation pairs that score lower (how often a "different" here would miss).
     band: the inconclusive band [low, high); threshold_far: the FAR the threshold is set for.
     calibration: "unmasked" (pairs of unmasked validation photos) or "masked" (a masked
-    validation photo against an unmasked one), the one the verdict used.
+    validation photo against an unmasked one), the one the verdict used; calibration_reason:
+    why, in words (e.g. "photo B wears a mask (detected, 97%)").
     """
 
     similarity: float
@@ -37,6 +38,7 @@ class Comparison:
     n_genuine: int | None = None
     note: str = ""
     calibration: str = "unmasked"  # which calibration decided: see `compare`
+    calibration_reason: str = ""
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -87,15 +89,17 @@ def compare(
     threshold_far: float | None = None,
     *,
     masked: bool = False,
+    mask_reason: str = "",
 ) -> Comparison:
     """Compare two unit-norm embeddings with the calibration of `embedder`.
 
     embedder: an `Embedder` (its card's calibration is used) or a calibration dict from
     `fmr.metrics.calibration.calibrate`. threshold_far: decide at the threshold for this FAR
     instead of the calibrated one (e.g. 1e-4 for a stricter "same"). masked: a photo of the
-    pair wears a synthetic mask; the embedder's masked calibration decides when it has one (a
-    masked face scores lower against its owner, so the unmasked threshold would call too many
-    pairs "different").
+    pair wears a mask (synthetic, or found by the mask detector: `fmr.verify.mask_detector.
+    mask_decision`); the embedder's masked calibration decides when it has one (a masked face
+    scores lower against its owner, so the unmasked threshold would call too many pairs
+    "different"). mask_reason: why the pair counts as masked or not (`calibration_reason`).
     """
     a = np.asarray(emb_a, dtype=np.float64).reshape(-1)
     b = np.asarray(emb_b, dtype=np.float64).reshape(-1)
@@ -104,12 +108,17 @@ def compare(
     similarity = float(np.clip(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)), -1.0, 1.0))
     angle = float(cosine_to_degrees(similarity))
     used = "unmasked"
+    reason = mask_reason or ("a photo of the pair wears a mask" if masked
+                             else "no mask on either photo")
     if isinstance(embedder, dict):
         calibration = embedder
+        reason = "the calibration given"
     elif masked and getattr(embedder, "calibration_masked", None):
         calibration, used = embedder.calibration_masked, "masked"
     else:
         calibration = embedder.calibration
+        if masked:
+            reason += ", but this model has no masked calibration"
     if not calibration:
         name = getattr(embedder, "name", "this model")
         family = getattr(embedder, "family", "")
@@ -125,6 +134,7 @@ def compare(
             "inconclusive",
             None,
             None,
+            calibration_reason=reason,
             note=f"{name} has no calibration, so its score cannot be turned into a verdict; "
             f"calibrate it with `fmr eval --calibrate-only {target} --out DIR`",
         )
@@ -143,4 +153,5 @@ def compare(
         n_impostor=int(calibration["n_impostor"]),
         n_genuine=int(calibration["n_genuine"]),
         calibration=used,
+        calibration_reason=reason,
     )

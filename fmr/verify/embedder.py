@@ -20,6 +20,7 @@ from fmr.errors import CheckpointError, FaceError
 from fmr.faces.detect import Face
 from fmr.files import write_text_atomically
 from fmr.verify.lookup import (
+    DLIB_ARCHITECTURE,
     TRAINED_FAMILIES,
     dlib_card_path,
     family_of,
@@ -43,6 +44,7 @@ class Embedder(ABC):
     card: ModelCard
     path: Path
     embedding_size: int
+    reads_aligned_crops: bool = True  # False: it cuts its own chip from the photo (dlib's)
 
     @property
     def calibration(self) -> dict:
@@ -146,6 +148,7 @@ class DlibEmbedder(Embedder):
     stored in `checkpoints/dlib_reference.json`."""
 
     family = "dlib"
+    reads_aligned_crops = False
 
     def __init__(self) -> None:
         import json
@@ -169,14 +172,91 @@ class DlibEmbedder(Embedder):
         self.name = self.card.name
         self.embedding_size = self.reference.embedding_size
 
-    def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
-        chips = [self.reference.chip(image, face) for image, face in faces]
+    def chip(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The 150x150 RGB uint8 chip this model reads (dlib's 5-point alignment)."""
+        return self.reference.chip(image, face)
+
+    def embed_chips(self, chips) -> np.ndarray:
+        """(N, 128) float32 unit-norm descriptors of chips from `chip`."""
         return self.reference.embed_chips(chips)
+
+    def chip_view(self, image: np.ndarray, face: Face):
+        """(chip, embed) for explanations: the chip and the function that describes chips."""
+        return self.chip(image, face), self.embed_chips
+
+    def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
+        return self.embed_chips([self.chip(image, face) for image, face in faces])
 
     def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
         raise FaceError(
             "the dlib reference aligns faces itself (its own 5 points and 150x150 chip) and "
             "needs the original photos, not aligned crops; drop --aligned or use iresnet/ressanet"
+        )
+
+
+class DlibMaskEmbedder(Embedder):
+    """dlib's network and its mask fine-tune (`train.py mask-finetune`) as one model: a face the
+    mask detector finds masked (`fmr.verify.mask_detector`) is described by the fine-tuned
+    network, any other by dlib's own (the PyTorch port of the reference's weights), both on dlib's
+    own 150x150 chip. The fine-tune was trained to put a masked face where dlib puts that face
+    unmasked, so the two kinds of descriptor compare with each other, and a plain face gets
+    exactly dlib's descriptor."""
+
+    family = "dlib-mask"
+    reads_aligned_crops = False
+
+    def __init__(self, loaded) -> None:
+        from fmr.models.dlib_resnet import load_dlib_resnet
+        from fmr.verify.dlib_reference import DlibReference, model_path
+        from fmr.verify.mask_detector import load_mask_detector
+
+        self.model = loaded.model.eval()
+        self.card = loaded.card
+        self.path = Path(loaded.path)
+        self.name = self.card.name or self.path.stem
+        self.embedding_size = self.card.embedding_size
+        self.reference = DlibReference()  # its chips; its own network is not used
+        self.plain_model = load_dlib_resnet(model_path())
+        self.detector = load_mask_detector(required=True)
+
+    def chip(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The 150x150 RGB uint8 chip this model reads (dlib's 5-point alignment)."""
+        return self.reference.chip(image, face)
+
+    def masked(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
+        """(N,) bool: which faces the mask detector finds masked (the fine-tune describes them)."""
+        from fmr.faces.align import align_face
+        from fmr.verify.mask_detector import MASK_PROBABILITY_THRESHOLD
+
+        crops = np.stack([align_face(image, face.landmarks) for image, face in faces])
+        return self.detector.probabilities(crops) >= MASK_PROBABILITY_THRESHOLD
+
+    def embed_chips(self, chips, masked: np.ndarray) -> np.ndarray:
+        """(N, 128) float32 unit-norm descriptors of chips from `chip`; `masked` (N,) bool says
+        which network describes each."""
+        chips, masked = np.asarray(chips), np.asarray(masked, bool)
+        out = np.zeros((len(chips), self.embedding_size), np.float32)
+        for network, rows in ((self.model, masked), (self.plain_model, ~masked)):
+            if rows.any():
+                out[rows] = network.embed_chips(chips[rows], batch_size=BATCH_SIZE)
+        return out
+
+    def chip_view(self, image: np.ndarray, face: Face):
+        """(chip, embed) for explanations: `embed(chips)` keeps this face's network choice."""
+        masked = self.masked([(image, face)])[0]
+        return self.chip(image, face), lambda chips: self.embed_chips(
+            chips, np.full(len(chips), masked))
+
+    def embed_faces(self, faces: Sequence[tuple[np.ndarray, Face]]) -> np.ndarray:
+        if not faces:
+            return np.zeros((0, self.embedding_size), np.float32)
+        chips = np.stack([self.chip(image, face) for image, face in faces])
+        return self.embed_chips(chips, self.masked(faces))
+
+    def embed_aligned(self, crops: np.ndarray) -> np.ndarray:
+        raise FaceError(
+            "dlib-mask reads dlib's own 150x150 chip (its 5 points) and needs the original "
+            "photos, not aligned crops; drop --aligned or use iresnet/ressanet"
         )
 
 
@@ -209,21 +289,25 @@ def _default_dlib_card() -> dict:
 class _LoadedTorchModels:
     """Loaded checkpoints, one per file: a file rewritten since (a newer mtime) is loaded again
     and its old model let go, so a long-running app whose checkpoint a training run keeps
-    rewriting holds one copy, not one per version. At most `max_files` files stay loaded."""
+    rewriting holds one copy, not one per version. At most `max_files` files stay loaded.
+    A dlib-mask checkpoint (dlib's architecture) gets a `DlibMaskEmbedder`, any other a
+    `TorchEmbedder`."""
 
     def __init__(self, max_files: int = 8) -> None:
         self.max_files = max_files
         self._models: dict[str, tuple[float, TorchEmbedder]] = {}
         self._lock = threading.Lock()  # app sessions load from several threads
 
-    def get(self, path: str, mtime: float) -> TorchEmbedder:
+    def get(self, path: str, mtime: float) -> Embedder:
         with self._lock:
             found = self._models.get(path)
             if found is not None and found[0] == mtime:
                 return found[1]
             from fmr.modelfile import load_model_file
 
-            embedder = TorchEmbedder(load_model_file(path))
+            loaded = load_model_file(path)
+            embedder = (DlibMaskEmbedder(loaded) if loaded.card.architecture == DLIB_ARCHITECTURE
+                        else TorchEmbedder(loaded))
             self._models.pop(path, None)
             self._models[path] = (mtime, embedder)  # newest last
             while len(self._models) > self.max_files:
@@ -247,8 +331,8 @@ def _load_dlib(card: str, card_mtime: float) -> DlibEmbedder:
 
 
 def load_backbone(family_or_path: str | Path) -> Embedder:
-    """An embedder for a family ("iresnet", "ressanet", "dlib"), a checkpoint name inside
-    `checkpoints/`, or a checkpoint path (.safetensors, or an insightface backbone.pth).
+    """An embedder for a family ("iresnet", "ressanet", "dlib", "dlib-mask"), a checkpoint name
+    inside `checkpoints/`, or a checkpoint path (.safetensors, or an insightface backbone.pth).
 
     Loaded models are cached per process (keyed by the file and its modification time).
     Raises `CheckpointError` when the family has no checkpoint or the file is not one fmr loads.

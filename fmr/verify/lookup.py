@@ -1,7 +1,8 @@
 """Which checkpoint a backbone family name means.
 
-`--backbone iresnet` (or `ressanet`) means the shipped checkpoint in `checkpoints/` (the newest
-`*.safetensors` whose model card's architecture starts with the family name), else the newest
+`--backbone iresnet` (or `ressanet`, `dlib-mask`) means the shipped checkpoint in
+`checkpoints/` (the newest `*.safetensors` whose model card's architecture starts with the
+family name; dlib's architecture in a .safetensors file is dlib-mask), else the newest
 trained `runs/**/best.safetensors` of that family. `dlib` is the reference model from
 face_recognition_models. A name that is none of these may be a file in `checkpoints/` (with or
 without `.safetensors`) or any path. Nothing here imports torch: it only reads model cards.
@@ -15,9 +16,18 @@ from fmr.cards import ModelCard, read_card
 from fmr.errors import CheckpointError
 from fmr.settings import REPO_ROOT, checkpoint_dir
 
-FAMILIES = ("iresnet", "ressanet", "dlib")
-TRAINED_FAMILIES = ("iresnet", "ressanet")
-DISPLAY_NAMES = {"iresnet": "IResNet", "ressanet": "ResSaNet", "dlib": "dlib"}
+FAMILIES = ("iresnet", "ressanet", "dlib", "dlib-mask")
+TRAINED_FAMILIES = ("iresnet", "ressanet", "dlib-mask")
+DISPLAY_NAMES = {"iresnet": "IResNet", "ressanet": "ResSaNet", "dlib": "dlib",
+                 "dlib-mask": "dlib-mask"}
+# dlib's network as fmr stores it: the reference (`dlib_reference.json`, weights in dlib's .dat)
+# and its mask fine-tune (`train.py mask-finetune`, a .safetensors checkpoint) share this.
+DLIB_ARCHITECTURE = "dlib_resnet_v1"
+TRAIN_HINTS = {
+    "iresnet": "python train.py --backbone iresnet18",
+    "ressanet": "python train.py --backbone ressanet18",
+    "dlib-mask": "python train.py mask-finetune --data PACK --out runs/dlib-mask",
+}
 DLIB_CARD = "dlib_reference.json"
 
 
@@ -29,6 +39,8 @@ def runs_dir() -> Path:
 def family_of(card: ModelCard | None, path: str | Path | None = None) -> str:
     """The family ("iresnet", "ressanet", ...) a card's architecture belongs to."""
     architecture = card.architecture.lower() if card is not None else ""
+    if architecture == DLIB_ARCHITECTURE:  # the reference has no .safetensors; a fine-tune does
+        return "dlib-mask" if path is not None and Path(path).suffix == ".safetensors" else "dlib"
     for family in FAMILIES:
         if architecture.startswith(family):
             return family
@@ -71,7 +83,7 @@ def find_checkpoint(family: str) -> Path:
         return trained
     raise CheckpointError(
         f"no {DISPLAY_NAMES[family]} checkpoint found in {checkpoint_dir()} or {runs_dir()}: "
-        f"train one with `python train.py --backbone {family}18` or pass --checkpoint FILE"
+        f"train one with `{TRAIN_HINTS[family]}` or pass --checkpoint FILE"
     )
 
 

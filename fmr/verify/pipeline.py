@@ -21,6 +21,7 @@ from fmr.faces.policy import likely_faces, select_face
 from fmr.verify.compare import compare
 from fmr.verify.embedder import Embedder, load_backbone
 from fmr.verify.lookup import FAMILIES, missing_reason
+from fmr.verify.mask_detector import face_mask_probability, mask_decision
 
 # A face re-found on the masked photo must overlap the original box this much to be the same face.
 REDETECT_MIN_IOU = 0.3
@@ -31,7 +32,9 @@ class PreparedFace:
     """A face ready to embed. image: the photo as embedded (masked when a mask was asked for),
     RGB uint8; face: where the face is in it; faces_found: the likely faces in the photo
     (`fmr.faces.policy.likely_faces`); unlikely_ignored: detections that did not look like
-    faces; mask: the mask's description or None."""
+    faces; mask: the synthetic mask's description or None; mask_probability: the mask
+    detector's probability that the face (as embedded) wears a mask, None when no detector
+    is shipped (`fmr.verify.mask_detector`)."""
 
     name: str
     image: np.ndarray
@@ -40,6 +43,7 @@ class PreparedFace:
     mask: dict | None = None
     unlikely_ignored: int = 0
     face_index: int = 0  # which of the likely faces (the main one first) this is
+    mask_probability: float | None = None
 
     def to_dict(self) -> dict:
         height, width = self.image.shape[:2]
@@ -50,6 +54,8 @@ class PreparedFace:
             "unlikely_ignored": self.unlikely_ignored,
             "face": self.face.to_dict(),
             "mask": self.mask,
+            "mask_probability": (None if self.mask_probability is None
+                                 else round(float(self.mask_probability), 4)),
         }
 
 
@@ -144,7 +150,8 @@ def prepare_detected(
     """`prepare_face` after detection: `faces` are `detect_faces(image)` (or the likely ones).
 
     face_index: which of the likely faces (`likely_faces`: the main one first) to use; None:
-    choose by `policy`.
+    choose by `policy`. The chosen face's mask probability (`PreparedFace.mask_probability`) is
+    measured on the photo as embedded, synthetic mask included.
     """
     likely, ignored = likely_faces(faces, image.shape)
     if face_index is None:
@@ -167,7 +174,8 @@ def prepare_detected(
             name=name,
             **(mask_options or {}),
         )
-    return PreparedFace(name, image, face, len(likely), info, ignored, index)
+    probability = face_mask_probability(image, face)
+    return PreparedFace(name, image, face, len(likely), info, ignored, index, probability)
 
 
 def resolve_backbones(backbones) -> tuple[list[Embedder], list[dict]]:
@@ -222,9 +230,11 @@ def verify_pair(
     Returns the `fmr verify --json` object: {"a": {...}, "b": {...}, "results": [{"backbone",
     "name", "checkpoint", "similarity", "angle_deg", "threshold", "verdict", "far_at_score",
     "frr_at_score", "band", "threshold_far", "calibration", "explanation"}], "missing":
-    [{"backbone", "reason"}]}. With a mask on either photo the backbones' masked calibrations
-    decide where they have one ("calibration": "masked"). Raises `FmrError` subclasses for
-    unreadable photos, no face, bad checkpoints.
+    [{"backbone", "reason"}]}; "a" and "b" carry each face's "mask_probability". With a
+    synthetic mask on either photo, or a face the mask detector finds masked (probability >=
+    0.5), the backbones' masked calibrations decide where they have one ("calibration":
+    "masked", "calibration_reason" says why; `fmr.verify.mask_detector.mask_decision`).
+    Raises `FmrError` subclasses for unreadable photos, no face, bad checkpoints.
     """
     embedders, missing = resolve_backbones(backbones)
     a = prepare_face(
@@ -245,11 +255,12 @@ def verify_pair(
         seed=side_rng(seed, 1),
         mask_options=mask_options,
     )
+    decision = mask_decision([a, b])
     results = []
     for embedder in embedders:
         emb_a, emb_b = embedder.embed_faces([(a.image, a.face), (b.image, b.face)])
         comparison = compare(emb_a, emb_b, embedder, threshold_far,
-                             masked=bool(mask_a or mask_b))
+                             masked=decision.masked, mask_reason=decision.reason)
         result = {
             "backbone": embedder.family,
             "name": embedder.name,
