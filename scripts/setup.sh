@@ -36,7 +36,7 @@ quiet "${pip[@]}" install -q "${reqs[@]}"
 # facenet-pytorch pins old torch/numpy releases it does not need: install it without them.
 quiet "${pip[@]}" install -q --no-deps facenet-pytorch==2.6.0
 quiet "${pip[@]}" install -q --no-deps -e .
-"$venv/bin/python" -c "import torch, cv2, dlib, facenet_pytorch, streamlit" \
+"$venv/bin/python" -c "import torch, cv2, dlib, facenet_pytorch, streamlit, faiss" \
   || { echo "setup: the environment does not import; see the messages above" >&2; exit 1; }
 echo "$digest" > "$stamp"
 echo "setup: done" >&2
