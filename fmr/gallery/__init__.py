@@ -1,0 +1,1 @@
+"""Find a person: galleries of enrolled people searched with FAISS (`fmr gallery`)."""
