@@ -462,3 +462,24 @@ def test_damaged_galleries_and_bad_folders_are_one_line_errors(built, lfw_dir, t
                     "no sub-folders")
     code, out, err = run_cli(capsys, "gallery", "search", str(original), probe, "--fpir", "2")
     _one_line_error(code, out, err, "--fpir 2")
+
+
+def test_the_app_path_builds_in_memory_from_uploads(lfw_dir):
+    """What the app does: photos as bytes and arrays, no folder; a faceless upload is reported,
+    not raised; the same search and decision as the command."""
+    from fmr.faces.io import load_image
+    from fmr.gallery.photos import gallery_from_photos, search_photos
+    from fmr.verify import load_backbone
+
+    embedder = load_backbone("dlib")
+    serena, putin = lfw(lfw_dir, "Serena_Williams", 1), lfw(lfw_dir, "Vladimir_Putin", 1)
+    uploads = [serena.read_bytes(), load_image(putin), np.full((120, 160, 3), 200, np.uint8)]
+    gallery, table = gallery_from_photos(uploads, ["Serena", "Putin", "Wall"], embedder,
+                                         names=["serena.jpg", "putin.png", "wall.png"])
+    assert table.ok.tolist() == [True, True, False] and "no face" in table.reasons[2]
+    assert len(gallery) == 2 and gallery.photos == ["serena.jpg", "putin.png"]
+    assert gallery.folder is None and gallery.backbone.key == "dlib"
+    answers = search_photos(gallery, [load_image(lfw(lfw_dir, "Serena_Williams", 3)),
+                                      b"not a photo"], embedder, names=["probe", "junk"])
+    assert answers[0].decision == "Serena" and answers[0].matches[0].photo == "serena.jpg"
+    assert answers[1].error and answers[1].matches == [] and answers[1].probe == "junk"

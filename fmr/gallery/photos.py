@@ -4,9 +4,8 @@ applied to enrolment and to probes. `fmr gallery` and the app both come through 
 
     embedder = load_backbone(default_backbone()[0])
     table = embed_paths(paths, embedder, workers=2)              # batch enrolment from files
-    table = embed_photos(uploads, embedder)                      # in memory (bytes, arrays)
-    gallery = Gallery.from_arrays(table.embeddings[table.ok], people, photos,
-                                  backbone_info(embedder))
+    gallery, table = gallery_from_photos(uploads, people, embedder)  # in memory (bytes...)
+    gallery = Gallery.from_arrays(embeddings, people, photos, backbone_info(embedder))
     embedder = gallery_embedder(gallery)                         # its own model, checked
     answers = search_photos(gallery, ["who.jpg"], embedder)      # [Identification]
 """
@@ -185,6 +184,32 @@ def embed_photos(sources: Sequence, embedder, *, policy: str = "main",
             if prepared[i].mask_probability is not None:
                 table.mask_probability[i] = prepared[i].mask_probability
     return table
+
+
+def gallery_from_photos(sources: Sequence, people: str | Sequence[str], embedder, *,
+                        names: Sequence[str] | None = None, policy: str = "main",
+                        index_kind: str = "auto"):
+    """A gallery in memory from photos (paths, bytes, open files or RGB arrays; the app's
+    uploads) of `people` (one name for all, or one per photo): (Gallery, EmbeddingTable), the
+    table saying which photos failed and why. Photos without a usable face are left out; a
+    Gallery with no entries when none had one. names: each photo's name in the gallery (default:
+    its path, or "photo N")."""
+    count = len(sources)
+    people = [people] * count if isinstance(people, str) else list(people)
+    if len(people) != count:
+        raise ValueError(f"{count} photos but {len(people)} names of people")
+    if names is None:
+        from fmr.faces.io import source_name
+
+        names = [f"photo {i + 1}" if isinstance(s, np.ndarray) else source_name(s)
+                 for i, s in enumerate(sources)]
+    table = embed_photos(sources, embedder, policy=policy, names=names)
+    rows = np.flatnonzero(table.ok)
+    gallery = Gallery.from_arrays(
+        table.embeddings[rows].reshape(len(rows), embedder.embedding_size),
+        [people[i] for i in rows], [names[i] for i in rows], backbone_info(embedder),
+        mask_probability=table.mask_probability[rows], index_kind=index_kind)
+    return gallery, table
 
 
 def probe_mask(prepared) -> tuple[bool, str]:
