@@ -177,7 +177,8 @@ def test_a_save_over_a_generation_it_did_not_read_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("no-json", "not a gallery: no gallery.json"),
+    ("no-json", "damaged gallery: its gallery.json is missing"),
+    ("empty-folder", "not a gallery: no gallery.json \\(an empty folder\\)"),
     ("garbage-json", "not readable JSON"),
     ("foreign-json", "not an fmr gallery"),
     ("version", "format version 99"),
@@ -196,6 +197,9 @@ def test_a_damaged_or_foreign_folder_is_a_data_error(tmp_path, damage, message):
     entries, index = folder / meta["files"]["entries"], folder / meta["files"]["index"]
     if damage == "no-json":
         meta_file.unlink()
+    elif damage == "empty-folder":
+        folder = tmp_path / "empty"
+        folder.mkdir()
     elif damage == "garbage-json":
         meta_file.write_text("{not json")
     elif damage == "foreign-json":
@@ -446,6 +450,8 @@ def test_damaged_galleries_and_bad_folders_are_one_line_errors(built, lfw_dir, t
                     "not readable JSON")
     (broken / GALLERY_FILE).unlink()
     _one_line_error(*run_cli(capsys, "gallery", "search", str(broken), probe),
+                    "damaged gallery: its gallery.json is missing")
+    _one_line_error(*run_cli(capsys, "gallery", "search", str(tmp_path), probe),
                     "not a gallery: no gallery.json")
     # build never writes into a folder that holds something else
     (tmp_path / "taken").mkdir()

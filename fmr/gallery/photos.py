@@ -89,8 +89,9 @@ def gallery_embedder(gallery: Gallery, *, backbone: str | None = None,
         if key != want.key:
             raise CheckpointError(
                 f"{where}this gallery was built with {want.describe()}, but {flag} {spec} is "
-                f"{key}: embeddings of different models do not compare; drop {flag} to use the "
-                f"gallery's own model, or build a gallery with this one (`fmr gallery build`)")
+                f"another model ({key}): embeddings of different models do not compare; drop "
+                f"{flag} to use the gallery's own model, or build a gallery with this one "
+                "(`fmr gallery build`)")
         return load_backbone(spec)
     if want.key == "dlib":
         return load_backbone("dlib")

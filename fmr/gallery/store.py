@@ -513,7 +513,11 @@ def _read_meta(folder: Path) -> dict:
     if not folder.is_dir():
         raise DataError(f"{folder}: is a file, not a gallery folder")
     if not path.is_file():
-        what = "an empty folder" if not any(folder.iterdir()) else "a folder without one"
+        names = os.listdir(folder)
+        if any(DATA_FILE.match(name) for name in names):
+            raise DataError(f"{folder}: damaged gallery: its {GALLERY_FILE} is missing (its data "
+                            f"files are there); {REBUILD_HINT}")
+        what = "an empty folder" if not names else "a folder without one"
         raise DataError(f"{folder}: not a gallery: no {GALLERY_FILE} ({what}); make one with "
                         "`fmr gallery build PHOTOS --out FOLDER`")
     try:
