@@ -489,3 +489,25 @@ def test_the_app_path_builds_in_memory_from_uploads(lfw_dir):
                                       b"not a photo"], embedder, names=["probe", "junk"])
     assert answers[0].decision == "Serena" and answers[0].matches[0].photo == "serena.jpg"
     assert answers[1].error and answers[1].matches == [] and answers[1].probe == "junk"
+
+
+def test_a_reader_racing_a_save_reads_the_new_generation(tmp_path, monkeypatch):
+    """gallery.json read, then a save replaces the generation and deletes its files before the
+    reader opens them: the reader reads gallery.json again and gets the new gallery whole."""
+    import fmr.gallery.store as store
+
+    folder = tmp_path / "gallery"
+    synthetic().save(folder)
+    newer = synthetic(people=2, per_person=3, seed=5)
+    real = store.Gallery._load_generation.__func__
+    calls = []
+
+    def racing(cls, where, meta):
+        if not calls:
+            newer.save(where)  # between the reader's gallery.json and its data files
+        calls.append(meta["generation"])
+        return real(cls, where, meta)
+
+    monkeypatch.setattr(store.Gallery, "_load_generation", classmethod(racing))
+    loaded = Gallery.load(folder)
+    assert calls == [1, 2] and len(loaded) == 6 and loaded.generation == 2
