@@ -511,3 +511,16 @@ def test_a_reader_racing_a_save_reads_the_new_generation(tmp_path, monkeypatch):
     monkeypatch.setattr(store.Gallery, "_load_generation", classmethod(racing))
     loaded = Gallery.load(folder)
     assert calls == [1, 2] and len(loaded) == 6 and loaded.generation == 2
+
+
+def test_an_emptied_gallery_saves_loads_and_refills(tmp_path):
+    gallery = synthetic(people=2, per_person=2, index_kind="ivf")
+    assert gallery.choice.kind == "ivf"
+    for name in gallery.person_names:
+        gallery.remove_person(name)
+    assert len(gallery) == 0 and gallery.choice.kind == "exact"  # IVF cannot train on nothing
+    gallery.save(tmp_path / "g")
+    empty = Gallery.load(tmp_path / "g")
+    assert len(empty) == 0 and search_people(empty, unit_rows(1)) == [[]]
+    empty.add(unit_rows(3, seed=13), "back", ["1.jpg", "2.jpg", "3.jpg"])
+    assert empty.choice.kind == "ivf" and empty.ids.tolist() == [4, 5, 6]
