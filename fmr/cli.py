@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "mask": "mask",
     "verify": "verify",
     "embed": "embed",
+    "gallery": "gallery",
     "eval": "evaluate",
     "prepare": "prepare",
     "export": "export",
