@@ -12,6 +12,8 @@ PAGES = (
      "Two photos: same person or not, per model, with how sure it is and why."),
     ("pages/mask_studio.py", "Mask studio", ":material/masks:",
      "Draw a synthetic mask on any face: style, colour, pattern, coverage; download it."),
+    ("pages/find_a_person.py", "Find a person", ":material/person_search:",
+     "Who is this? A photo searched in a gallery of people: top 5, or not in the gallery."),
     ("pages/compare_backbones.py", "Compare backbones", ":material/grid_view:",
      "Similarity matrices, a 2-D map of the embeddings, and what a mask costs each model."),
     ("pages/arcface_angles.py", "ArcFace angles", ":material/architecture:",

@@ -329,6 +329,66 @@ def test_mask_studio_produces_a_masked_image(dlib_only, photos):
     assert [c for image in at.image for c in image.captions][2:] == list(MASK_STYLES)
 
 
+# ---------------------------------------------------------------------------- find a person
+def _answer(at: AppTest) -> str:
+    return " ".join([s.value for s in at.success] + [w.value for w in at.warning])
+
+
+def test_find_a_person_names_the_enrolled_person_and_rejects_a_stranger(dlib_only, photos_dir):
+    at = open_page("pages/find_a_person.py")
+    at.run()
+    assert_no_exception(at)
+    # The last sample photo of each person is kept out of the gallery: a held-out probe.
+    at.selectbox(key="find_sample").set_value(photos_dir / "obama" / "obama3.jpg")
+    at.run()
+    assert_no_exception(at)
+    assert "This is **Obama**" in _answer(at)
+    ranked = [m.value for m in at.markdown if m.value.startswith("**1. ")]
+    assert ranked == ["**1. Obama**"]
+    assert "calibration on validation people" in texts(at)
+
+    # Obama out of the gallery: the same photo is now a stranger.
+    at.multiselect(key="find_people").unselect("Obama")
+    at.run()
+    assert_no_exception(at)
+    assert "**Not in the gallery.**" in _answer(at)
+    assert "Obama" not in " ".join(m.value for m in at.markdown if m.value.startswith("**"))
+
+
+def test_find_a_person_with_the_visitors_own_people_and_a_masked_probe(dlib_only, photos):
+    at = open_page("pages/find_a_person.py")
+    at.run()
+    at.multiselect(key="find_people").set_value([])
+    at.run()
+    assert "Choose sample people or add your own" in texts(at)
+    at.text_input(key="find_name").input("Barack")
+    at.file_uploader(key="find_uploads").set_value(
+        [("o1.jpg", photos["obama_1"], "image/jpeg"), ("sky.png", _blank_png(), "image/png")])
+    at.run()  # the button is enabled once photos are chosen, as in a browser
+    at.button(key="find_add").click()
+    at.run()
+    assert_no_exception(at)
+    assert "Gallery: 1 photo of 1 person (Barack 1)" in texts(at)
+    assert "Left out of the gallery: Barack/sky.png: no face found" in texts(at)
+    at.file_uploader(key="upload_probe").set_value(("probe.jpg", photos["obama_2"],
+                                                    "image/jpeg"))
+    at.run()
+    assert_no_exception(at)
+    assert "This is **Barack**" in _answer(at)
+    at.toggle(key="mask_on_probe").set_value(True)
+    at.run()
+    assert_no_exception(at)
+    assert "masked calibration" in texts(at)
+
+
+def _blank_png() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (320, 240), (120, 160, 200)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
 # ------------------------------------------------------------------------ compare backbones
 def test_compare_backbones_draws_matrices_projection_and_score_drop(dlib_only, photos_dir):
     at = open_page("pages/compare_backbones.py")
