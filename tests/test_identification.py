@@ -23,6 +23,7 @@ def reference_ranks(probes, probe_labels, probe_ok, gallery, gallery_labels):
             continue
         best = {}
         for entry, person in zip(gallery, gallery_labels, strict=True):
+            probe, entry = np.asarray(probe, float), np.asarray(entry, float)
             score = float(np.dot(probe, entry) / np.linalg.norm(probe) / np.linalg.norm(entry))
             best[person] = max(best.get(person, -math.inf), score)
         others_at_least = sum(1 for p in people if p != label and best[p] >= best[label])
@@ -37,8 +38,9 @@ def reference_top(probes, probe_ok, gallery):
         if not ok:
             tops.append(-1.0)
             continue
+        probe = np.asarray(probe, float)
         tops.append(max(float(np.dot(probe, e) / np.linalg.norm(probe) / np.linalg.norm(e))
-                        for e in gallery))
+                        for e in np.asarray(gallery, float)))
     return np.array(tops)
 
 
@@ -223,3 +225,143 @@ def test_open_set_threshold_from_a_calibration_reads_its_far_curve():
     assert small["comparison_far"] == pytest.approx(1 - 0.99 ** (1 / 10))
     assert large["threshold"] > small["threshold"]  # a larger gallery needs a stricter threshold
     assert small["measurable"] and small["gallery_size"] == 10
+
+
+# ----------------------------------------------------------------------------- the protocol
+@pytest.fixture(scope="module")
+def fold6(lfw_dir):
+    from fmr.eval import protocols
+
+    pairs = protocols.lfw_pairs(lfw_dir / "pairs.txt", lfw_dir / "images", [6])
+    return pairs, protocols.identification_sets(pairs)
+
+
+def test_identification_sets_on_fold_6(fold6):
+    """Fold 6 of LFW View-2: 743 images of 419 people, 144 of them with two or more."""
+    from fmr.eval import protocols
+
+    pairs, sets = fold6
+    who = np.asarray(pairs.identities)
+    everyone = np.arange(len(pairs.images))
+    counts = {p: int((who == p).sum()) for p in set(pairs.identities)}
+    repeated = {p for p, n in counts.items() if n >= 2}
+    assert (len(pairs.images), len(counts), len(repeated)) == (743, 419, 144)
+    assert sets.sizes() == {
+        "n_images": 743, "n_people": 419, "n_people_with_2_or_more_images": 144,
+        "n_people_with_1_image": 275,
+        "closed_set": {"n_gallery": 419, "n_probes": 743 - 419},
+        "open_set": {"n_enrolled": 72, "n_gallery": 72, "n_mated": 168, "n_nonmated": 503,
+                     "n_nonmated_people": 419 - 72},
+    }  # fmt: skip
+    # Closed set: one gallery image per person, the first by path; probes are the rest of the
+    # repeated people's images; together they are every image.
+    assert sorted(who[sets.closed_gallery]) == sorted(counts)
+    for row in sets.closed_gallery:
+        own = [str(pairs.images[i]) for i in everyone if who[i] == who[row]]
+        assert str(pairs.images[row]) == min(own)
+    assert not np.intersect1d(sets.closed_gallery, sets.closed_probes).size
+    assert np.union1d(sets.closed_gallery, sets.closed_probes).tolist() == everyone.tolist()
+    assert set(who[sets.closed_probes]) == repeated
+    # Open set: enrolled people (half of the repeated ones) and the rest never meet.
+    enrolled = set(sets.enrolled)
+    assert enrolled <= repeated and len(enrolled) == len(repeated) // 2
+    assert set(who[sets.open_gallery]) == enrolled == set(who[sets.open_mated])
+    assert not enrolled & set(who[sets.open_nonmated])
+    assert set(who[sets.open_nonmated]) == set(counts) - enrolled
+    parts = [sets.open_gallery, sets.open_mated, sets.open_nonmated]
+    assert sorted(np.concatenate(parts).tolist()) == everyone.tolist()  # a partition
+    assert np.isin(sets.open_gallery, sets.closed_gallery).all()
+    assert not np.isin(sets.gallery_rows, sets.open_mated).any()
+    # Deterministic: names and seed only.
+    again = protocols.identification_sets(pairs)
+    assert again.enrolled == sets.enrolled and (again.open_mated == sets.open_mated).all()
+    shuffled = sorted(repeated, key=lambda name: name[::-1])
+    assert protocols.enrolled_half(shuffled) == list(sets.enrolled)
+    assert protocols.enrolled_half(shuffled, seed=1) != list(sets.enrolled)
+
+
+def _tables(pairs, noise: float, seed: int = 0):
+    """Synthetic embeddings: one random direction per person plus noise per image."""
+    from fmr.eval.protocols import EmbeddingTable
+
+    rng = np.random.default_rng(seed)
+    people = sorted(set(pairs.identities))
+    directions = dict(zip(people, rng.normal(size=(len(people), 32)), strict=True))
+    vectors = np.stack([directions[p] for p in pairs.identities])
+    vectors = unit(vectors + rng.normal(scale=noise, size=vectors.shape)).astype(np.float32)
+    size = len(pairs.images)
+    return EmbeddingTable(vectors, np.ones(size, bool), [""] * size, [""] * size)
+
+
+def test_identification_metrics_on_precomputed_embeddings(fold6):
+    from fmr.eval import protocols
+    from fmr.eval.protocols import EmbeddingTable
+
+    pairs, sets = fold6
+    who = np.asarray(pairs.identities)
+    # Nearly noiseless: every probe finds its person; a threshold separates everyone.
+    table = _tables(pairs, noise=0.01)
+    result = protocols.identification_metrics(pairs, sets, table, table)
+    closed, open_set = result["closed_set"], result["open_set"]
+    assert closed["rank_1"] == closed["rank_5"] == 1.0 and closed["cmc"] == [1.0] * 20
+    for point in open_set["dir_at_fpir"]:
+        assert point["dir"] == 1.0 and point["fpir"] <= point["fpir_target"]
+        assert (point["n_mated"], point["n_nonmated"]) == (168, 503)
+    assert "calibrated" not in open_set and result["failed_probes"] == []
+
+    # Noisy: against plain loops over the probes.
+    table = _tables(pairs, noise=1.0, seed=1)
+    ok = table.ok.copy()
+    failed_probe = sets.open_mated[0]
+    failed_gallery = sets.open_gallery[-1]  # an enrolled person's only gallery image
+    ok[[failed_probe, failed_gallery]] = False
+    reasons = ["no face found" if not k else "" for k in ok]
+    embeddings = np.where(ok[:, None], table.embeddings, 0).astype(np.float32)
+    table = EmbeddingTable(embeddings, ok, reasons, table.masks)
+    rng = np.random.default_rng(0)
+    genuine, impostor = rng.normal(0.6, 0.2, 500), rng.normal(0.0, 0.2, 50_000)
+    calibration = m.calibrate(genuine, impostor, 1e-3)
+    result = protocols.identification_metrics(pairs, sets, table, table, calibration=calibration)
+    closed, open_set = result["closed_set"], result["open_set"]
+    assert closed["n_gallery_failed"] == 1 and open_set["n_gallery_failed"] == 1
+    assert open_set["n_mated_failed"] == 1 and closed["n_probes_failed"] == 1
+    assert result["failed_probes"] == [{"image": str(pairs.images[failed_probe]),
+                                        "reason": "no face found"}]
+    gallery = [r for r in sets.closed_gallery if ok[r]]
+    expected = reference_ranks(table.embeddings[sets.closed_probes], who[sets.closed_probes],
+                               ok[sets.closed_probes], table.embeddings[gallery], who[gallery])
+    assert closed["rank_1"] == np.mean(expected <= 1) < 1
+    assert closed["rank_5"] == np.mean(expected <= 5)
+    assert closed["cmc"] == [np.mean(expected <= k) for k in range(1, 21)]
+    enrolled = [r for r in sets.open_gallery if ok[r]]
+    mated_ranks = reference_ranks(table.embeddings[sets.open_mated], who[sets.open_mated],
+                                  ok[sets.open_mated], table.embeddings[enrolled], who[enrolled])
+    # the failed enrolment's probes are never found
+    lost = who[sets.open_mated] == who[failed_gallery]
+    assert lost.any() and np.isinf(mated_ranks[lost]).all()
+    mated_top = reference_top(table.embeddings[sets.open_mated], ok[sets.open_mated],
+                              table.embeddings[enrolled])
+    nonmated_top = reference_top(table.embeddings[sets.open_nonmated], ok[sets.open_nonmated],
+                                 table.embeddings[enrolled])
+    assert nonmated_top.size == 503 and (nonmated_top > -1).all()
+
+    def between(rate, scores, threshold, extra=True):
+        """rate is the share of scores >= threshold, up to rounding (the loop's cosines and
+        numpy's may differ in the last bits, and thresholds sit one float above a score)."""
+        low = np.mean(extra & (scores >= threshold + 1e-9))
+        high = np.mean(extra & (scores >= threshold - 1e-9))
+        return low <= rate <= high
+
+    for point in open_set["dir_at_fpir"]:
+        assert point["fpir"] <= point["fpir_target"]
+        assert between(point["fpir"], nonmated_top, point["threshold"])
+        assert between(point["dir"], mated_top, point["threshold"], mated_ranks == 1)
+        assert 0 < point["dir"] < 1
+    calibrated = open_set["calibrated"]
+    expected_threshold = m.open_set_threshold(calibration, 0.01, len(enrolled))["threshold"]
+    assert calibrated["threshold"] == expected_threshold and calibrated["gallery_size"] == 71
+    assert between(calibrated["fpir"], nonmated_top, expected_threshold)
+    assert between(calibrated["dir"], mated_top, expected_threshold, mated_ranks == 1)
+    import json
+
+    json.dumps(result, allow_nan=False)  # metrics.json is written with allow_nan=False
