@@ -124,6 +124,21 @@ def test_eval_dlib_end_to_end(tiny_lfw, unmasked_eval):
     assert entry["calibrated"]["threshold"] == pytest.approx(card["calibration"]["threshold"])
     (failure,) = entry["failed_images"]["gallery"]
     assert "truncated or corrupt" in failure["reason"] or "not an image" in failure["reason"]
+    # 1:N identification on the same images (fmr.eval.protocols.identification_sets).
+    sets = protocols.identification_sets(pairs)
+    identification = entry["identification"]
+    assert identification["sizes"] == sets.sizes()
+    assert identification["gallery_condition"] == identification["probe_condition"] == "unmasked"
+    closed, open_set = identification["closed_set"], identification["open_set"]
+    assert 0 <= closed["rank_1"] <= closed["rank_5"] <= 1 and len(closed["cmc"]) == 20
+    broken_row = broken[0]
+    assert closed["n_gallery_failed"] == int(broken_row in sets.closed_gallery)
+    assert [p["fpir_target"] for p in open_set["dir_at_fpir"]] == [0.01, 0.1]
+    assert open_set["calibrated"]["calibration"] == "calibration"
+    enrolled = int(np.isin(sets.open_gallery, broken, invert=True).sum())
+    assert open_set["calibrated"]["gallery_size"] == enrolled
+    assert "Identification (1:N)" in table and "| dlib-resnet-v1 (dlib) | " in table
+    assert "rank-1 %" in (folder / "report.html").read_text()
 
 
 def test_eval_rerun_reuses_the_cache_and_records(unmasked_eval, monkeypatch, capsys, tmp_path):
@@ -152,6 +167,24 @@ def test_eval_rerun_reuses_the_cache_and_records(unmasked_eval, monkeypatch, cap
             "calibration"
         ]
     )
+    identification = card["metrics"]["lfw-folds1-2/unmasked/identification"]
+    closed = before["identification"]["closed_set"]
+    assert identification["rank_1"] == closed["rank_1"]
+    assert identification["rank_5"] == closed["rank_5"]
+    assert list(identification["dir_at_fpir"]) == ["0.01", "0.1"]
+    # The app lists recorded accuracies from the card's metrics: the new key adds none.
+    from fmr.app.models import accuracy_lines
+
+    lines = accuracy_lines(card)
+    assert any("LFW folds 1-2" in line for line in lines)
+    assert not any("identification" in line for line in lines)
+
+    # --no-identification: the verification numbers only.
+    capsys.readouterr()
+    assert main([*argv, "--no-identification"]) == 0
+    assert "Identification" not in capsys.readouterr().out
+    plain = json.loads((out / "unmasked" / "metrics.json").read_text())["backbones"][0]
+    assert "identification" not in plain and plain["listed_pairs"] == before["listed_pairs"]
 
 
 def test_eval_masked_second_reuses_the_unmasked_gallery(tiny_lfw, unmasked_eval, capsys):
@@ -170,13 +203,21 @@ def test_eval_masked_second_reuses_the_unmasked_gallery(tiny_lfw, unmasked_eval,
     assert report["condition"]["second"] == {
         "masked": True, "style": style, "renderer": "fmr", "seed": 0
     }  # fmt: skip
-    # Only the second photos are masked and embedded again: the probes of all-pairs metrics.
+    # Only the second photos (the probes of all-pairs metrics) and the identification probes
+    # are masked and embedded again; all-pairs metrics use the second photos only.
     pairs = protocols.lfw_pairs(*tiny_lfw, "all")
     second_photos = {str(pairs.images[i]) for i in pairs.second}
-    assert set(masked["paths"].tolist()) == second_photos
+    sets = protocols.identification_sets(pairs)
+    id_probes = {str(pairs.images[i]) for i in sets.probe_rows}
+    assert set(masked["paths"].tolist()) == second_photos | id_probes
+    identification = report["backbones"][0]["identification"]
+    assert identification["gallery_condition"] == "unmasked"
+    assert identification["probe_condition"] == f"masked ({style}, fmr renderer)"
+    assert identification["open_set"]["calibrated"]["calibration"] == "calibration_masked"
     all_pairs = report["backbones"][0]["all_pairs"]
     n, probes = all_pairs["n_images"], all_pairs["n_probes"]
-    assert probes == masked["ok"].sum() and all_pairs["ordered"]
+    in_pairs = np.isin(masked["paths"], sorted(second_photos))
+    assert probes == masked["ok"][in_pairs].sum() < masked["ok"].sum() and all_pairs["ordered"]
     # every probe against every gallery image but its own unmasked self
     assert all_pairs["n_genuine"] + all_pairs["n_impostor"] == probes * (n - 1)
 

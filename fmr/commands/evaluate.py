@@ -1,5 +1,6 @@
-"""`fmr eval`: verification accuracy, TAR at FAR, EER and charts on a pairs protocol;
-`--calibrate` sets thresholds on the validation split and stores them in the model card."""
+"""`fmr eval`: verification accuracy, TAR at FAR, EER and charts on a pairs protocol, and 1:N
+identification (rank-1/rank-5, DIR at FPIR) on its images; `--calibrate` sets thresholds on the
+validation split and stores them in the model card."""
 
 from __future__ import annotations
 
@@ -14,14 +15,28 @@ a re-run or another condition reuses them), then writes into --out/<condition>/:
   metrics.json  k-fold accuracy over the folds of the pairs file (LFW protocol: each
                 fold's threshold chosen on the other folds, mean +- std), TAR at FAR
                 1e-1..1e-4 with thresholds, ROC, EER, score and angle distributions
-                (degrees), and how the calibrated threshold does
+                (degrees), how the calibrated threshold does, and 1:N identification
   report.html   interactive plotly charts (offline)
   roc.png, scores.png, angles.png
 The listed pairs give the accuracy; TAR at FAR, ROC and EER use ALL pairs of the evaluation
 images (millions of different-person pairs: the 1,500 listed ones cannot measure FAR 1e-3).
 With --mask-second, every masked second photo (probe) is compared with every unmasked image
 but its own (gallery), as in the masked face recognition challenge; --mask-first as well gives
-masked-masked pairs.
+masked-masked pairs. The k-fold accuracy needs two folds or more.
+
+Identification (1:N, printed after the summary; --no-identification skips it) searches the
+same images: an unmasked gallery of one photo per person (the first by path), probes in the
+second photo's condition, people ranked by their best entry. Closed set: every person
+enrolled (people with one photo are distractors), the other photos of people with two or more
+are the probes: rank-1, rank-5, CMC to rank 20. Open set: half of the people with two or more
+photos are enrolled (fixed by a hash of the name), their other photos are mated probes; every
+photo of the others is a non-mated probe: DIR (right person first, score >= threshold) at
+FPIR (share of non-mated probes with a score >= threshold) 1% and 10%, thresholds set on the
+non-mated probes; and the FPIR and DIR of the card's calibrated threshold for FPIR 1% in a
+gallery of that size (fmr.metrics.open_set_threshold; calibration_masked for masked probes).
+On folds 6-10: 2,195 enrolled and 1,695 probes (closed), 406 enrolled, 833 mated and 2,651
+non-mated probes (open). With a mask, nearly every photo is embedded masked (3,558 of 3,890
+instead of the 2,310 second photos).
 
 By default this runs the LFW View-2 pairs of folds 6-10 of the shared data, the project's
 evaluation set. Its people are never used for training, tuning or calibration.
@@ -109,8 +124,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--record",
         action="store_true",
-        help="also store the headline numbers in each backbone's model card (metrics)",
+        help="also store the headline numbers in each backbone's model card (metrics; "
+        "identification's under <key>/identification)",
     )
+    parser.add_argument(
+        "--no-identification", action="store_true",
+        help="skip the 1:N identification metrics (closed-set rank-1/rank-5, open-set DIR at "
+        "FPIR): with a mask, they embed nearly every image in the probe condition")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -195,7 +215,9 @@ def _calibrate(args, specs, out) -> None:
 
 
 def _record(report: dict, specs: list[str], condition_name: str) -> None:
-    """Headline numbers into each card's metrics, under e.g. "lfw-folds6-10/unmasked"."""
+    """Headline numbers into each card's metrics, under e.g. "lfw-folds6-10/unmasked"; the
+    identification ones (rank-1, rank-5, DIR at FPIR) under "lfw-folds6-10/unmasked/
+    identification"."""
     import sys
 
     from fmr.verify.embedder import save_metrics
@@ -217,6 +239,54 @@ def _record(report: dict, specs: list[str], condition_name: str) -> None:
         }
         card = save_metrics(spec, key, values)
         print(f"fmr eval: recorded {key} in {card}", file=sys.stderr)
+        identification = entry.get("identification")
+        if identification:
+            closed, open_set = identification["closed_set"], identification["open_set"]
+            dir_at = {f"{p['fpir_target']:g}": p["dir"] for p in open_set.get("dir_at_fpir", [])}
+            values = {
+                "rank_1": closed.get("rank_1"),
+                "rank_5": closed.get("rank_5"),
+                "dir_at_fpir": dir_at,
+                "gallery": identification["sizes"]["closed_set"]["n_gallery"],
+                "probes": identification["sizes"]["closed_set"]["n_probes"],
+                "open_set_gallery": identification["sizes"]["open_set"]["n_gallery"],
+                "condition": f"gallery {identification['gallery_condition']}, probes "
+                f"{identification['probe_condition']}",
+                "created": report["created"],
+            }
+            card = save_metrics(spec, f"{key}/identification", values)
+            print(f"fmr eval: recorded {key}/identification in {card}", file=sys.stderr)
+
+
+def _identification_tables(pairs, sets, specs, first, second, gallery, wide_probe, common):
+    """spec -> (unmasked gallery table, probe-condition table) for the identification
+    protocol, reusing the run's tables where their condition matches (the cache makes any
+    extra embedding of an image already seen cheap)."""
+    import numpy as np
+
+    from fmr.eval.protocols import Condition
+    from fmr.pipelines.embedding import embed_images
+
+    size = len(pairs.images)
+
+    def embedded(rows, condition):
+        part = embed_images([pairs.images[i] for i in rows], specs, condition, **common)
+        return {spec: table.scatter(rows, size) for spec, table in part.items()}
+
+    unmasked = Condition()
+    if first == unmasked:
+        id_gallery = gallery
+    elif second == unmasked:  # a masked first photo only: every image is needed unmasked
+        id_gallery = embedded(np.union1d(sets.gallery_rows, sets.probe_rows), unmasked)
+    else:
+        id_gallery = embedded(sets.gallery_rows, unmasked)
+    if second == first:
+        id_probe = gallery
+    elif second == unmasked:
+        id_probe = id_gallery
+    else:
+        id_probe = wide_probe
+    return id_gallery, id_probe
 
 
 def run(args: argparse.Namespace) -> int:
@@ -252,8 +322,14 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from fmr.eval.protocols import Condition, lfw_pairs, pair_metrics
-    from fmr.eval.report import summary_rows, summary_table, write_report
+    from fmr.eval.protocols import (
+        Condition,
+        identification_metrics,
+        identification_sets,
+        lfw_pairs,
+        pair_metrics,
+    )
+    from fmr.eval.report import identification_table, summary_rows, summary_table, write_report
     from fmr.pipelines.embedding import embed_images
     from fmr.settings import data_dir
     from fmr.verify.embedder import load_backbone
@@ -261,6 +337,11 @@ def run(args: argparse.Namespace) -> int:
     pairs_file = Path(args.pairs) if args.pairs else data_dir() / "lfw" / "pairs.txt"
     root = Path(args.root) if args.root else pairs_file.parent / "images"
     pairs = lfw_pairs(pairs_file, root, args.folds)
+    if np.unique(pairs.fold).size < 2:
+        raise FmrError(
+            f"--folds {args.folds}: the k-fold accuracy needs at least two folds (each fold's "
+            "threshold is chosen on the others), e.g. --folds 6-7"
+        )
     first = (
         Condition(args.mask_first, args.mask_renderer, args.mask_seed)
         if args.mask_first
@@ -278,14 +359,23 @@ def run(args: argparse.Namespace) -> int:
         "root": root,
         "progress": not args.quiet,
     }
+    sets = None if args.no_identification else identification_sets(pairs)
     gallery = embed_images(pairs.images, specs, first, **common)
+    wide_probe = None  # the probe condition's embeddings of every identification probe
     if second == first:
         probe = gallery
     else:
-        # Probes: the second photos of the pairs (each once), in the second photo's condition.
+        # Probes: the second photos of the pairs (each once), in the second photo's condition;
+        # identification searches more probes in it, embedded in the same pass.
         rows = np.unique(pairs.second)
-        part = embed_images([pairs.images[i] for i in rows], specs, second, **common)
-        probe = {spec: table.scatter(rows, len(pairs.images)) for spec, table in part.items()}
+        wanted = rows if sets is None else np.union1d(rows, sets.probe_rows)
+        part = embed_images([pairs.images[i] for i in wanted], specs, second, **common)
+        wide_probe = {spec: t.scatter(wanted, len(pairs.images)) for spec, t in part.items()}
+        probe = {spec: table.restricted(rows) for spec, table in wide_probe.items()}
+    if sets is not None:
+        id_gallery, id_probe = _identification_tables(
+            pairs, sets, specs, first, second, gallery, wide_probe, common
+        )
 
     parts = [f"first-{first.key}"] if first.style else []
     parts += [f"second-{second.key}"] if second.style else []
@@ -308,6 +398,16 @@ def run(args: argparse.Namespace) -> int:
             "gallery": gallery[spec].failures(pairs.images),
             "probe": probe[spec].failures(pairs.images) if second != first else [],
         }
+        if sets is not None:
+            which = "calibration" if second.style is None else "calibration_masked"
+            entry["identification"] = {
+                "gallery_condition": Condition().label,
+                "probe_condition": second.label,
+                **identification_metrics(
+                    pairs, sets, id_gallery[spec], id_probe[spec],
+                    calibration=getattr(embedder, which), calibration_name=which,
+                ),
+            }
         entries.append(entry)
     _distinguish_names(entries)
     report = {
@@ -340,6 +440,9 @@ def run(args: argparse.Namespace) -> int:
     if args.record:
         _record(report, specs, condition_name)
     print(summary_table(report))
+    if sets is not None:
+        print()
+        print(identification_table(report))
     print(f"fmr eval: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
     return 0
 

@@ -9,10 +9,14 @@
 - `pair_metrics`: k-fold accuracy on the listed pairs, and TAR at FAR / ROC / EER over ALL
   pairs of the evaluation images (a masked probe against the unmasked gallery when one side is
   masked), score and angle distributions, and how the calibrated threshold fares.
+- `identification_sets`, `identification_metrics`: 1:N identification on the pair set's images
+  (closed set: rank-1, rank-5, CMC; open set: DIR at FPIR, and how the calibrated open-set
+  threshold does), an unmasked gallery searched with probes in the probe condition.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,6 +209,23 @@ class EmbeddingTable:
             probability[rows] = self.mask_probability
         return EmbeddingTable(embeddings, ok, reasons, masks, probability)
 
+    def restricted(self, rows: np.ndarray) -> EmbeddingTable:
+        """A copy in which only `rows` stay embedded; the others become not embedded (ok
+        False, no reason), as if this table had been scattered from those rows alone."""
+        keep = np.zeros(self.ok.size, dtype=bool)
+        keep[np.asarray(rows, dtype=np.int64)] = True
+        probability = None
+        if self.mask_probability is not None:
+            probability = np.where(keep, self.mask_probability, np.nan).astype(np.float32)
+        return EmbeddingTable(
+            embeddings=np.where(keep[:, None], self.embeddings, 0).astype(np.float32),
+            ok=self.ok & keep,
+            reasons=[r if k else "" for r, k in zip(self.reasons, keep, strict=True)],
+            masks=[m if k else "" for m, k in zip(self.masks, keep, strict=True)]
+            if self.masks else [],
+            mask_probability=probability,
+        )
+
 
 # --------------------------------------------------------------------------------------------
 # Metrics of one backbone on one pair set
@@ -355,3 +376,216 @@ def calibrated_metrics(calibration, scores, same, ok_pairs, genuine, impostor) -
 
 
 CALIBRATION_MASKS = Condition("random", "fmr", 0)  # masked calibration: any style, seeded
+
+
+# --------------------------------------------------------------------------------------------
+# 1:N identification on the pair set's images
+# --------------------------------------------------------------------------------------------
+
+IDENTIFICATION_SEED = 0  # which half of the repeated people is enrolled in the open set
+FPIR_TARGETS = (0.01, 0.1)  # DIR is reported at these FPIRs (thresholds set on the non-mated)
+CALIBRATED_FPIR = 0.01  # the calibrated open-set threshold is read for this FPIR
+CMC_MAX_RANK = 20
+IDENTIFICATION_PROTOCOL = (
+    "1:N search by brute force over the pair set's images; gallery images unmasked, one per "
+    "person (the first by path), probes in the probe condition; people ranked by their best "
+    "entry (ties count against). Closed set: every person enrolled (single-image people are "
+    "distractors), probes = the other images of people with 2+ images; rank-k = share of "
+    "probes whose person is among the k best. Open set: half of the 2+-image people enrolled "
+    "(SHA-256 of seed:name), their other images mated probes; all images of the other half and "
+    "of single-image people non-mated probes. FPIR = share of non-mated probes whose best "
+    "score >= threshold; DIR = share of mated probes whose person is rank 1 with score >= "
+    "threshold. A failed gallery image is not enrolled; a failed probe scores -1 (a mated one "
+    "is missed, a non-mated one rejected)."
+)
+
+
+def enrolled_half(people: Sequence[str], seed: int = IDENTIFICATION_SEED) -> list[str]:
+    """The open set's enrolled half of `people`: the len // 2 whose SHA-256 of "seed:name" is
+    lowest, sorted by name. It depends only on the names and the seed (not on their order, the
+    folds or the backbone), so every run and backbone enrols the same people."""
+    people = sorted(set(people))
+
+    def digest(name: str) -> str:
+        return hashlib.sha256(f"{seed}:{name}".encode()).hexdigest()
+
+    return sorted(sorted(people, key=digest)[: len(people) // 2])
+
+
+@dataclass(frozen=True)
+class IdentificationSets:
+    """The 1:N identification protocol on a pair set's images. Every array holds rows of
+    `PairSet.images` (int64, ascending).
+
+    Each person's gallery image is their first image by path. Closed set: `closed_gallery`
+    holds one image of EVERY person (people with a single image are distractors: in the
+    gallery, never searched for); `closed_probes` are the other images of the people with two
+    or more. Open set: the repeated people (two or more images) are split in halves
+    (`enrolled_half`); `open_gallery` holds one image of each enrolled person, `open_mated`
+    their other images; `open_nonmated` holds every image of the other half and of the
+    single-image people, none of whom is enrolled.
+    """
+
+    closed_gallery: np.ndarray
+    closed_probes: np.ndarray
+    open_gallery: np.ndarray
+    open_mated: np.ndarray
+    open_nonmated: np.ndarray
+    enrolled: tuple[str, ...]
+    n_people: int
+    n_repeated: int
+    seed: int
+
+    @property
+    def gallery_rows(self) -> np.ndarray:
+        """Every row embedded for a gallery (unmasked): the closed set's gallery, which
+        holds the open set's."""
+        return np.union1d(self.closed_gallery, self.open_gallery)
+
+    @property
+    def probe_rows(self) -> np.ndarray:
+        """Every row searched as a probe (in the probe condition), closed or open set."""
+        return np.union1d(np.union1d(self.closed_probes, self.open_mated), self.open_nonmated)
+
+    def sizes(self) -> dict:
+        return {
+            "n_images": int(np.union1d(self.gallery_rows, self.probe_rows).size),
+            "n_people": self.n_people,
+            "n_people_with_2_or_more_images": self.n_repeated,
+            "n_people_with_1_image": self.n_people - self.n_repeated,
+            "closed_set": {"n_gallery": int(self.closed_gallery.size),
+                           "n_probes": int(self.closed_probes.size)},
+            "open_set": {"n_enrolled": len(self.enrolled),
+                         "n_gallery": int(self.open_gallery.size),
+                         "n_mated": int(self.open_mated.size),
+                         "n_nonmated": int(self.open_nonmated.size),
+                         "n_nonmated_people": self.n_people - len(self.enrolled)},
+        }
+
+
+def identification_sets(pairs: PairSet, seed: int = IDENTIFICATION_SEED) -> IdentificationSets:
+    """The gallery and probe images of the 1:N protocol on `pairs`' images (see
+    `IdentificationSets`); deterministic (paths, names and the seed only)."""
+    by_person: dict[str, list[int]] = {}
+    for row, person in enumerate(pairs.identities):
+        by_person.setdefault(person, []).append(row)
+    for rows in by_person.values():
+        rows.sort(key=lambda row: str(pairs.images[row]))
+    repeated = [person for person, rows in by_person.items() if len(rows) >= 2]
+    enrolled = enrolled_half(repeated, seed)
+    chosen = set(enrolled)
+
+    def rows_of(people, part) -> np.ndarray:
+        picked = [row for person in people for row in part(by_person[person])]
+        return np.array(sorted(picked), dtype=np.int64)
+
+    first, rest, every = (lambda r: r[:1]), (lambda r: r[1:]), (lambda r: r)
+    return IdentificationSets(
+        closed_gallery=rows_of(by_person, first),
+        closed_probes=rows_of(repeated, rest),
+        open_gallery=rows_of(enrolled, first),
+        open_mated=rows_of(enrolled, rest),
+        open_nonmated=rows_of([p for p in by_person if p not in chosen], every),
+        enrolled=tuple(enrolled),
+        n_people=len(by_person),
+        n_repeated=len(repeated),
+        seed=seed,
+    )
+
+
+def _search(gallery_rows, gallery, probe_rows, probe):
+    """Enrolled gallery rows (failed ones left out: not enrolled), and the probes' scores
+    against them: (enrolled rows, similarities (P, G), probe ok (P,))."""
+    enrolled = gallery_rows[gallery.ok[gallery_rows]]
+    probe_ok = probe.ok[probe_rows]
+    similarities = metrics.gallery_similarities(
+        probe.embeddings[probe_rows], gallery.embeddings[enrolled], probe_ok
+    )
+    return enrolled, similarities, probe_ok
+
+
+def identification_metrics(
+    pairs: PairSet,
+    sets: IdentificationSets,
+    gallery: EmbeddingTable,
+    probe: EmbeddingTable,
+    *,
+    calibration: dict | None = None,
+    calibration_name: str = "calibration",
+    fpir_targets: Sequence[float] = FPIR_TARGETS,
+    calibrated_fpir: float = CALIBRATED_FPIR,
+    max_rank: int = CMC_MAX_RANK,
+) -> dict:
+    """1:N identification of one backbone on the images of `pairs` (`identification_sets`).
+
+    gallery: unmasked embeddings, at least of `sets.gallery_rows`; probe: embeddings in the
+    probe condition, at least of `sets.probe_rows` (the same table when it is unmasked).
+    A gallery image that failed is not enrolled (its person's probes are then never found);
+    a failed probe scores -1 against every entry, like a failed pair in `pair_metrics`: a
+    mated one is a miss, a non-mated one is rejected. Both are counted in the sizes.
+    calibration: the card's calibration for this probe condition (`calibration_name` says
+    which), from which `fmr.metrics.open_set_threshold` reads the threshold for
+    `calibrated_fpir` in a gallery of the open set's enrolled size.
+    Returns a JSON-ready dict; rates are fractions in [0, 1], thresholds cosines.
+    """
+    identities = np.asarray(pairs.identities)
+    result: dict = {"protocol": IDENTIFICATION_PROTOCOL, "sizes": sets.sizes(),
+                    "seed": sets.seed, "failed_probes_scored_as": FAILED_PAIR_SCORE}
+
+    closed: dict = {"n_gallery_failed": int((~gallery.ok[sets.closed_gallery]).sum()),
+                    "n_probes_failed": int((~probe.ok[sets.closed_probes]).sum())}
+    enrolled = sets.closed_gallery[gallery.ok[sets.closed_gallery]]
+    if sets.closed_probes.size and enrolled.size:
+        enrolled, scores, ok = _search(sets.closed_gallery, gallery,
+                                       sets.closed_probes, probe)
+        ranks = metrics.mated_ranks(scores, identities[enrolled],
+                                    identities[sets.closed_probes], ok)
+        closed.update(
+            rank_1=metrics.rank_k_rate(ranks, 1),
+            rank_5=metrics.rank_k_rate(ranks, 5),
+            rank_10=metrics.rank_k_rate(ranks, 10),
+            cmc=metrics.cmc_curve(ranks, max_rank).tolist(),
+        )
+    result["closed_set"] = closed
+
+    open_set: dict = {"n_gallery_failed": int((~gallery.ok[sets.open_gallery]).sum()),
+                      "n_mated_failed": int((~probe.ok[sets.open_mated]).sum()),
+                      "n_nonmated_failed": int((~probe.ok[sets.open_nonmated]).sum())}
+    enrolled = sets.open_gallery[gallery.ok[sets.open_gallery]]
+    if sets.open_mated.size and sets.open_nonmated.size and enrolled.size:
+        enrolled, scores, ok = _search(sets.open_gallery, gallery,
+                                       sets.open_mated, probe)
+        labels = identities[enrolled]
+        ranks = metrics.mated_ranks(scores, labels, identities[sets.open_mated], ok)
+        mated_top, _ = metrics.top_matches(scores, labels)
+        _, non_scores, _ = _search(sets.open_gallery, gallery,
+                                   sets.open_nonmated, probe)
+        nonmated_top, _ = metrics.top_matches(non_scores, labels)
+        correct = ranks == 1
+        open_set.update(
+            rank_1=metrics.rank_k_rate(ranks, 1),
+            dir_at_fpir=[p.to_dict() for p in
+                         metrics.dir_at_fpir(correct, mated_top, nonmated_top, fpir_targets)],
+        )
+        if calibration:
+            point = metrics.open_set_threshold(calibration, calibrated_fpir, enrolled.size)
+            threshold = point["threshold"]
+            open_set["calibrated"] = {
+                "calibration": calibration_name,
+                "fpir_target": point["fpir"],
+                "threshold": threshold,
+                "comparison_far": point["comparison_far"],
+                "measurable": point["measurable"],
+                "gallery_size": point["gallery_size"],
+                "fpir": metrics.fpir_at_threshold(nonmated_top, threshold),
+                "dir": metrics.dir_at_threshold(correct, mated_top, threshold),
+            }
+    result["open_set"] = open_set
+    # Failed gallery images are listed with the run's failures; failed probes (they may be
+    # in another condition) here.
+    result["failed_probes"] = [
+        {"image": str(pairs.images[row]), "reason": probe.reasons[row]}
+        for row in sets.probe_rows
+        if not probe.ok[row] and probe.reasons[row]
+    ]
+    return result

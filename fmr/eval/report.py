@@ -7,6 +7,7 @@ does not ship). Every chart is drawn from the numbers in metrics.json, nothing e
 from __future__ import annotations
 
 import json
+from html import escape as html_escape
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,51 @@ def summary_table(report: dict) -> str:
             f"| {row['backbone']} | {pct(row['accuracy'])} +- {pct(row['std'])} "
             f"| {pct(row['tar_1e-3'])} | {pct(row['tar_1e-4'])} | {pct(row['eer'])} "
             f"| {pct(row['calibrated_accuracy'])} | {row['failed_pairs']} |"
+        )
+    return "\n".join(lines)
+
+
+def identification_table(report: dict) -> str:
+    """A markdown table of the 1:N identification numbers (percentages), one row per backbone
+    that has them, under a line giving the protocol's sizes; "" when none has them."""
+
+    def pct(value) -> str:
+        return "n/a" if value is None else f"{value * 100:.2f}"
+
+    entries = [e for e in report["backbones"] if e.get("identification")]
+    if not entries:
+        return ""
+    first = entries[0]["identification"]
+    sizes = first["sizes"]
+    closed, open_set = sizes["closed_set"], sizes["open_set"]
+    lines = [
+        f"Identification (1:N), gallery {first['gallery_condition']}, probes "
+        f"{first['probe_condition']}: closed set {closed['n_gallery']:,} people enrolled (one "
+        f"image each; {sizes['n_people_with_1_image']:,} of them distractors with no probe), "
+        f"{closed['n_probes']:,} probes; open set {open_set['n_gallery']:,} people enrolled, "
+        f"{open_set['n_mated']:,} mated and {open_set['n_nonmated']:,} non-mated probes (of "
+        f"{open_set['n_nonmated_people']:,} people). DIR at FPIR: threshold set on the "
+        "non-mated probes; calibrated: the card's threshold for FPIR 1% in a gallery of that "
+        "size, and what it gives here.",
+        "",
+        "| backbone | rank-1 % | rank-5 % | DIR@FPIR=1% % | DIR@FPIR=10% % "
+        "| calibrated threshold | its FPIR % | its DIR % | failed gallery / probe images |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in entries:
+        block = entry["identification"]
+        closed, open_set = block["closed_set"], block["open_set"]
+        at = {p["fpir_target"]: p["dir"] for p in open_set.get("dir_at_fpir", [])}
+        calibrated = open_set.get("calibrated") or {}
+        threshold = calibrated.get("threshold")
+        failed_gallery = closed["n_gallery_failed"]
+        failed_probes = len(block.get("failed_probes", []))
+        lines.append(
+            f"| {_label(entry)} | {pct(closed.get('rank_1'))} | {pct(closed.get('rank_5'))} "
+            f"| {pct(at.get(0.01))} | {pct(at.get(0.1))} "
+            f"| {'n/a' if threshold is None else f'{threshold:.4f}'} "
+            f"| {pct(calibrated.get('fpir'))} | {pct(calibrated.get('dir'))} "
+            f"| {failed_gallery} / {failed_probes} |"
         )
     return "\n".join(lines)
 
@@ -199,9 +245,12 @@ def write_html(report: dict, path: Path) -> Path:
         for i, fig in enumerate(_plotly_figures(report))
     ]
     table = summary_table(report).replace("|", " | ")
+    identification = identification_table(report)
+    if identification:
+        table += "\n\n" + identification.replace("|", " | ")
     html = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>fmr eval</title></head><body>"
-        f"<h1>fmr eval: {report['condition']['label']}</h1><pre>{table}</pre>"
+        f"<h1>fmr eval: {report['condition']['label']}</h1><pre>{html_escape(table)}</pre>"
         + "".join(parts)
         + "</body></html>"
     )
