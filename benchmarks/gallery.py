@@ -237,9 +237,6 @@ def main(argv: list[str] | None = None) -> int:
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
-    import fmr.gallery.index as gallery_index
-
-    gallery_index.os.cpu_count = lambda: args.threads  # build_index sets FAISS's threads
     model = VectorModel(128, args.mated_angle, args.real, args.seed)
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     nprobes = [int(p) for p in args.nprobe.split(",")]
