@@ -80,6 +80,14 @@ def take(out: Path, width: int = 1400, with_runs: bool = False) -> list[Path]:
         _toggle(page, "Show every style on this face")
         shoot("mask-studio")
 
+        page.goto(f"{url}/find_a_person")
+        page.get_by_text("Try a sample probe", exact=True).wait_for(timeout=240_000)
+        wait_until_idle(page)
+        _choose(page, "Try a sample probe", "Obama: obama3.jpg")
+        page.get_by_text(re.compile("This is")).first.wait_for(timeout=240_000)
+        wait_until_idle(page)
+        shoot("find-a-person")
+
         page.goto(f"{url}/compare_backbones")
         page.get_by_text("What a mask costs", exact=True).wait_for(timeout=240_000)
         wait_until_idle(page)

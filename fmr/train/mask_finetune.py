@@ -229,6 +229,17 @@ def load_student(init_from: str) -> torch.nn.Module:
     return loaded.model
 
 
+def hours_before(init_from: str) -> float:
+    """CPU hours already in the weights `init_from` names: 0 for dlib's own, else the
+    checkpoint card's `hours_total` (a run continued from a shipped fine-tune counts both)."""
+    if init_from == "dlib":
+        return 0.0
+    from fmr.modelfile import card_of
+
+    hours = card_of(init_from).training.get("hours_total")
+    return float(hours) if isinstance(hours, int | float) else 0.0
+
+
 def trainable_parameters(model: torch.nn.Module, layers: str) -> list[torch.nn.Parameter]:
     """Freeze what `layers` keeps fixed; return the parameters that learn."""
     if layers not in LAYER_CHOICES:
@@ -457,7 +468,9 @@ def export(path: Path, student, validator, config: FinetuneConfig, dataset, step
             "config": dataclasses.asdict(config),
             "data": dataset.describe(),
             "step": step,
-            "hours_total": round(seconds / 3600, 3),
+            # this run's hours plus those of the weights it started from
+            "hours_total": round(hours_before(config.init_from) + seconds / 3600, 3),
+            "hours_this_run": round(seconds / 3600, 3),
             "validation": result,
         },
         calibration=plain,
