@@ -63,7 +63,7 @@ def take(out: Path, width: int = 1400, with_runs: bool = False) -> list[Path]:
         page.goto(f"{url}/verify_pair")
         page.get_by_text("Photo A", exact=True).wait_for(timeout=120_000)
         upload_pair(page, photos / "obama" / "obama.jpg", photos / "obama" / "obama2.jpg")
-        page.get_by_role("heading", name=re.compile("same person")).wait_for(timeout=240_000)
+        page.get_by_role("heading", name=re.compile("same person")).first.wait_for(timeout=240_000)
         wait_until_idle(page)
         _toggle(page, "Add a synthetic mask to Photo B")
         _toggle(page, "Show the occlusion maps")

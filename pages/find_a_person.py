@@ -8,7 +8,6 @@ from fmr.errors import FmrError
 from fmr.faces import align_face
 
 FPIR_CHOICES = (0.001, 0.01, 0.1)
-PHOTO_HEIGHT = 320
 
 page.setup("Find a person", ":material/person_search:")
 st.title("Find a person")
@@ -114,8 +113,7 @@ with jobs.face_work():
             st.stop()
         picture = drawing.draw_faces(prepared.image, [prepared.face], 0)
         left, right = st.columns([3, 1], vertical_alignment="bottom")
-        left.image(picture, caption=probe.name,
-                   width=drawing.width_for_height(picture, PHOTO_HEIGHT))
+        left.image(picture, caption=probe.name, width="stretch")
         right.image(align_face(prepared.image, prepared.face.landmarks),
                     caption="aligned 112x112", width="stretch")
         worn = photos.mask_caption(prepared)
