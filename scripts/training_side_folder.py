@@ -4,9 +4,10 @@
     fmr prepare data/training-side --preset original --workers 2 --out data/original-pack
 
 Each sub-folder holds symbolic links to one person's photos: `celeba-<id>` for the CelebA
-subset identities and `lfw-<Name>` for LFW people who are NOT in pair folds 6-10 (the
-evaluation set), keeping people with at least --min-photos photos. The 40 CelebA validation
-identities of the shared split (`fmr.data.splits`) stay out too unless --include-validation,
+subset identities, `celeba_extra-<id>` for the extra CelebA people and `lfw-<Name>` for LFW
+people who are NOT in pair folds 6-10 (the evaluation set), keeping people with at least
+--min-photos photos. The 40 CelebA validation identities of the shared split
+(`fmr.data.splits`) stay out too unless --include-validation,
 so `fmr eval --calibrate` (which calibrates on them) stays honest for models trained on this.
 `fmr prepare --preset original` then also checks every photo against folds 6-10 itself (on by
 default for the shared data: --exclude-evaluation-people).
@@ -56,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"training_side_folder: error: {exc}", file=sys.stderr)
         return 2
     celeba = sum(k.startswith("celeba-") for k in identities)
+    extra = sum(k.startswith("celeba_extra-") for k in identities)
     photos = sum(len(v) for v in identities.values())
-    print(f"training_side_folder: {len(identities)} identities ({celeba} CelebA, "
-          f"{len(identities) - celeba} LFW not in folds 6-10), {photos} photos: {out}")
+    print(f"training_side_folder: {len(identities)} identities ({celeba} CelebA subset, "
+          f"{extra} celeba_extra, {len(identities) - celeba - extra} LFW not in folds 6-10), "
+          f"{photos} photos: {out}")
     return 0
 
 
