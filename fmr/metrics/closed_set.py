@@ -9,17 +9,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-
-def _unit_rows(values, name: str) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (rows, dimensions), got shape {array.shape}")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
-    if (norms == 0).any():
-        raise ValueError(f"{name} has an all-zero row, which has no direction")
-    return array / norms
+from fmr.metrics.vectors import unit_rows
 
 
 def class_centres(embeddings, labels, num_classes: int | None = None) -> np.ndarray:
@@ -31,7 +21,7 @@ def class_centres(embeddings, labels, num_classes: int | None = None) -> np.ndar
     A trained model's centres are its margin head's weights; this is the same idea computed
     from data (for tests, and for models without a head).
     """
-    unit = _unit_rows(embeddings, "embeddings")
+    unit = unit_rows(embeddings, "embeddings")
     labels = np.asarray(labels).reshape(-1)
     if labels.size != unit.shape[0]:
         raise ValueError(f"{unit.shape[0]} embeddings but {labels.size} labels")
@@ -45,7 +35,7 @@ def class_centres(embeddings, labels, num_classes: int | None = None) -> np.ndar
     empty = np.flatnonzero(np.bincount(labels, minlength=count) == 0)
     if empty.size:
         raise ValueError(f"classes without embeddings: {empty[:5].tolist()}")
-    return _unit_rows(sums, "class means")
+    return unit_rows(sums, "class means")
 
 
 def centre_similarities(embeddings, centres) -> np.ndarray:
@@ -54,8 +44,8 @@ def centre_similarities(embeddings, centres) -> np.ndarray:
     embeddings: (N, D); centres: (C, D); neither needs unit norm (both are L2-normalised
     here). Returns (N, C) float64 in [-1, 1].
     """
-    unit = _unit_rows(embeddings, "embeddings")
-    unit_centres = _unit_rows(centres, "centres")
+    unit = unit_rows(embeddings, "embeddings")
+    unit_centres = unit_rows(centres, "centres")
     if unit.shape[1] != unit_centres.shape[1]:
         raise ValueError(
             f"embeddings have {unit.shape[1]} dimensions but centres have {unit_centres.shape[1]}"
@@ -122,7 +112,7 @@ def closed_set_accuracy(embeddings, labels, centres, block_size: int = 4096) -> 
     against, see `true_class_rank`; with C <= 5 top-5 is 1). Rows go in blocks of
     `block_size`, one (block, C) product each.
     """
-    unit_centres = _unit_rows(centres, "centres")
+    unit_centres = unit_rows(centres, "centres")
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
     unit = np.asarray(embeddings)
     if unit.ndim != 2 or unit.shape[0] != labels.size:

@@ -32,7 +32,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from fmr.metrics.calibration import threshold_for_far
-from fmr.metrics.closed_set import _unit_rows, true_class_rank
+from fmr.metrics.closed_set import true_class_rank
+from fmr.metrics.vectors import unit_rows
 from fmr.metrics.verification import threshold_at_far
 
 FAILED_SCORE = -1.0  # the score of a failed probe against any entry (as pair_metrics scores it)
@@ -96,14 +97,14 @@ def gallery_similarities(probes, gallery, probe_ok=None) -> np.ndarray:
           else np.asarray(probe_ok, dtype=bool).reshape(-1))
     if ok.size != probes.shape[0]:
         raise ValueError(f"{probes.shape[0]} probes but {ok.size} probe_ok flags")
-    unit_gallery = _unit_rows(gallery, "gallery")
+    unit_gallery = unit_rows(gallery, "gallery")
     if unit_gallery.shape[1] != probes.shape[1]:
         raise ValueError(
             f"probes have {probes.shape[1]} dimensions but the gallery has {unit_gallery.shape[1]}"
         )
     scores = np.full((probes.shape[0], unit_gallery.shape[0]), FAILED_SCORE)
     if ok.any():
-        scores[ok] = np.clip(_unit_rows(probes[ok], "probes") @ unit_gallery.T, -1.0, 1.0)
+        scores[ok] = np.clip(unit_rows(probes[ok], "probes") @ unit_gallery.T, -1.0, 1.0)
     return scores
 
 
