@@ -39,6 +39,20 @@ def portable(value, root: Path):
     return value
 
 
+def where_trained(training: dict, hours) -> str:
+    """Where and how long the weights trained, for the card's name: "fmr, trained on the CPU,
+    3.5 h", or for a last run on a GPU "fmr, 3.5 h on the CPU, then 8 min on NVIDIA H200"."""
+    device = str(training.get("device", "CPU"))
+    if not isinstance(hours, int | float):
+        where = "the CPU" if device.startswith("CPU") else device
+        return f"fmr, trained on {where}"
+    if device.startswith("CPU"):
+        return f"fmr, trained on the CPU, {hours:.1f} h"
+    this_run = float(training.get("wall_seconds", 0.0)) / 3600
+    before = max(hours - this_run, 0.0)
+    return f"fmr, {before:.1f} h on the CPU, then {this_run * 60:.0f} min on {device}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     # A fine-tune is named for its family (dlib-mask), a network trained here for its architecture.
     fine_tune = family not in ("iresnet", "ressanet")
     what = f"{family}, {card.architecture} fine-tuned" if fine_tune else card.architecture
-    name = f"{what} (fmr, trained on the CPU" + (
-        f", {hours:.1f} h)" if isinstance(hours, int | float) else ")")
+    name = f"{what} ({where_trained(card.training, hours)})"
     training = portable(card.training, ROOT)
     card = dataclasses.replace(card, name=name, training=training)
     folder = checkpoint_dir()
