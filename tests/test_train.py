@@ -456,3 +456,41 @@ def test_training_path_imports_without_dlib_facenet_streamlit():
         [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_init_from_imprints_class_centres_that_start_the_loss_low(pack, tmp_path):
+    """--init-from a shipped checkpoint sets each class centre to the mean embedding of its class
+    (the centre every member agrees with most), so the first step's ArcFace loss is far below
+    that of random centres."""
+    from fmr.modelfile import load_model_file
+    from fmr.train.device import choose_policy
+    from fmr.train.imprint import class_mean_centres
+
+    shipped = REPO_ROOT / "checkpoints" / "iresnet18_half.safetensors"
+    dataset = open_training_set(pack)
+    model = load_model_file(str(shipped)).model
+    policy = choose_policy(torch.device("cpu"), "fp32", channels_last=False, compile=False)
+    centres = class_mean_centres(model, dataset, policy, workers=1, progress=False)
+    assert centres.shape == (dataset.num_classes, 512)
+    assert torch.allclose(centres.norm(dim=1), torch.ones(dataset.num_classes), atol=1e-5)
+
+    from fmr.train.validation import embed_crops
+
+    labelled = np.flatnonzero(dataset.labels >= 0)
+    crops = np.stack([dataset.decode(i) for i in labelled])
+    embeddings = embed_crops(model, torch.from_numpy(crops).permute(0, 3, 1, 2), policy)
+    labels = torch.from_numpy(dataset.labels[labelled])
+    for c in range(dataset.num_classes):
+        mean_cosines = (embeddings[labels == c] @ centres.T).mean(dim=0)
+        assert int(mean_cosines.argmax()) == c  # a class mean is the direction its members share
+
+    first_losses = {}
+    for how in ("class-means", "random"):
+        run = tmp_path / how
+        args = [*TINY, "--backbone", "iresnet18_half", "--embedding-size", "512",
+                "--init-from", str(shipped), "--init-centres", how, "--distill-weight", "0",
+                "--epochs", "1", "--val", "none", "--stop-after-epochs", "1"]
+        assert train_main(["--data", str(pack), "--out", str(run), *args]) == 0
+        assert bool(_events(run, "centres_imprinted")) == (how == "class-means")
+        first_losses[how] = _events(run, "train")[0]["margin_loss"]
+    assert first_losses["class-means"] < 0.5 * first_losses["random"]

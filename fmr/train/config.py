@@ -18,6 +18,7 @@ LOSSES = ("arcface", "cosface")
 OPTIMIZERS = ("sgd", "adamw")
 DISTILL_TARGETS = ("fixed", "consistent")
 PRECISIONS = ("auto", "bf16", "fp32")
+INIT_CENTRES = ("class-means", "random")
 DEFAULT_MARGINS = {"arcface": 0.5, "cosface": 0.4}
 
 
@@ -161,6 +162,10 @@ class TrainConfig:
         None, "start from the weights of an exported model (.safetensors, e.g. a shipped "
         "checkpoint or a run's best.safetensors): weights only, a new schedule and optimiser",
         "run", metavar="FILE")
+    init_centres: str = setting(
+        "class-means", "with --init-from, the margin head's class centres: the mean embedding "
+        "of each class under the loaded weights (the loss starts where the backbone is), or "
+        "random (default {default})", "run", choices=INIT_CENTRES)
     progress: bool = setting(True, "no progress bar", "run", name="--quiet",
                              action="store_false")
 

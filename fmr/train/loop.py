@@ -429,6 +429,8 @@ class Training:
         elif config.init_from:
             card = init_backbone_from(self.module.backbone, config.init_from, config)
             self.initialised_from = config.init_from
+            if config.init_centres == "class-means" and config.margin_weight > 0:
+                self.imprint_centres()
             self.progress.train_seconds = 3600 * float(
                 card.get("training", {}).get("hours_total") or 0.0)
 
@@ -454,6 +456,20 @@ class Training:
         self.epoch_sums = torch.zeros(len(STAT_NAMES), device=ctx.device)
         self.epoch_started = (time.monotonic(), self.progress.step)
         self.session_started = (time.monotonic(), self.progress.train_seconds)
+
+    def imprint_centres(self) -> None:
+        """Set the margin head's centres to the loaded backbone's class means (`imprint`)."""
+        from fmr.train.imprint import class_mean_centres
+
+        if self.ctx.is_main:
+            print("train: class centres from the loaded weights' mean embedding of each class",
+                  file=sys.stderr)
+        centres = class_mean_centres(self.module.backbone, self.data.dataset, self.policy,
+                                     self.config.workers,
+                                     self.config.progress and self.ctx.is_main)
+        with torch.no_grad():
+            self.module.head.weight.copy_(centres.to(self.module.head.weight.device))
+        self.log.event("centres_imprinted", classes=int(centres.shape[0]))
 
     def mean_descriptor(self) -> torch.Tensor:
         """The teacher's mean descriptor over the training images (for `--distill-center`):
