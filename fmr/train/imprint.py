@@ -2,7 +2,7 @@
 
 A run that starts from an exported model (`--init-from`) gets its backbone but not the margin
 head: exports carry no class centres for the training people (or carry them for another pack).
-Random centres make the first epochs' ArcFace loss huge (53 at the start of issue 21's H200 arms)
+Random centres make the first epochs' ArcFace loss huge (46 at the start of issue 21's H200 arms)
 and its gradients pull a trained backbone away from what it knew. Setting each centre to the mean
 of its class's embeddings ("weight imprinting", Qi et al. 2018) starts the loss where the backbone
 already is, so a short continuation on a CPU spends its steps learning rather than recovering.
@@ -36,7 +36,7 @@ def class_mean_centres(backbone: torch.nn.Module, dataset: TrainingSet, policy: 
         indices = labelled[start : start + CHUNK]
         crops = decode_all(dataset, indices, workers, progress)
         images = torch.from_numpy(crops).permute(0, 3, 1, 2)
-        embeddings = embed_crops(backbone, images, policy).float()
+        embeddings = embed_crops(backbone, images, policy)  # float32
         if sums is None:
             sums = torch.zeros(dataset.num_classes, embeddings.shape[1],
                                device=embeddings.device)
